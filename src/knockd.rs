@@ -1,0 +1,153 @@
+//! The knockd side: finding a door's knockd process and making it re-read
+//! its door file, by SIGHUP or by the operator's command. A pid is
+//! signalled only after `/proc/PID/comm` says `knockd`, since a service
+//! holding CAP_KILL must never signal some other process.
+
+use std::fmt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::settings::KnockdLocator;
+
+/// How long `systemctl show` may take to name a unit's main pid.
+const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug)]
+pub enum ReloadError {
+    /// No knockd process where the door says it lives.
+    NotRunning(String),
+    /// The pid belongs to something else.
+    WrongProcess { pid: i32, comm: String },
+    SignalFailed { pid: i32, errno: nix::Error },
+    CommandFailed(String),
+}
+
+impl fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReloadError::NotRunning(why) => write!(f, "knockd is not running ({why})"),
+            ReloadError::WrongProcess { pid, comm } => {
+                write!(f, "pid {pid} is {comm:?}, not knockd; the pidfile is stale")
+            }
+            ReloadError::SignalFailed { pid, errno } => write!(
+                f,
+                "cannot signal knockd pid {pid}: {errno}; run knock-otp as root or with CAP_KILL"
+            ),
+            ReloadError::CommandFailed(why) => write!(f, "reload command failed: {why}"),
+        }
+    }
+}
+
+/// Finds the door's knockd pid; `Ok(None)` when the door has none to find.
+pub async fn find_pid(locator: &KnockdLocator) -> Result<Option<i32>, ReloadError> {
+    let pid = match locator {
+        KnockdLocator::Pidfile(path) => read_pidfile(path)?,
+        KnockdLocator::SystemdUnit(unit) => systemd_main_pid(unit).await?,
+        KnockdLocator::Command(_) | KnockdLocator::Unmanaged => return Ok(None),
+    };
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map_err(|_| ReloadError::NotRunning(format!("no process {pid}")))?;
+    let comm = comm.trim_end().to_owned();
+    if comm != "knockd" {
+        return Err(ReloadError::WrongProcess { pid, comm });
+    }
+    Ok(Some(pid))
+}
+
+fn read_pidfile(path: &Path) -> Result<i32, ReloadError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ReloadError::NotRunning(format!("pidfile {}: {e}", path.display())))?;
+    match text.trim().parse::<i32>() {
+        Ok(pid) if pid > 1 => Ok(pid),
+        _ => Err(ReloadError::NotRunning(format!("pidfile {} holds no pid", path.display()))),
+    }
+}
+
+async fn systemd_main_pid(unit: &str) -> Result<i32, ReloadError> {
+    let args = ["show", "-p", "MainPID", "--value", unit];
+    let out = run_with_timeout("systemctl", &args, SYSTEMCTL_TIMEOUT).await?;
+    match out.trim().parse::<i32>() {
+        Ok(pid) if pid > 1 => Ok(pid),
+        _ => Err(ReloadError::NotRunning(format!("systemd unit {unit} has no main pid"))),
+    }
+}
+
+/// Makes the door's knockd re-read its configuration and door file.
+/// Returning means the request went out, not that knockd has acted:
+/// the caller waits for the re-open (see `watcher`).
+pub async fn reload(locator: &KnockdLocator, timeout: Duration) -> Result<(), ReloadError> {
+    match locator {
+        KnockdLocator::Unmanaged => Ok(()),
+        KnockdLocator::Command(argv) => {
+            run_with_timeout(&argv[0], &argv[1..], timeout).await.map(drop)
+        }
+        _ => {
+            let pid = find_pid(locator).await?.ok_or_else(|| ReloadError::NotRunning("no pid".into()))?;
+            kill(Pid::from_raw(pid), Signal::SIGHUP).map_err(|errno| ReloadError::SignalFailed { pid, errno })
+        }
+    }
+}
+
+/// Runs a program without a shell; its stdout on success.
+async fn run_with_timeout<S: AsRef<std::ffi::OsStr>>(
+    program: &str,
+    args: &[S],
+    timeout: Duration,
+) -> Result<String, ReloadError> {
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let out = match tokio::time::timeout(timeout, child).await {
+        Err(_) => return Err(ReloadError::CommandFailed(format!("{program} took longer than {timeout:?}"))),
+        Ok(Err(e)) => return Err(ReloadError::CommandFailed(format!("cannot run {program}: {e}"))),
+        Ok(Ok(out)) => out,
+    };
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let first = stderr.lines().next().unwrap_or("").trim();
+        return Err(ReloadError::CommandFailed(format!("{program} exited with {}: {first}", out.status)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_pidfile_naming_another_process_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("knockd.pid");
+        std::fs::write(&pidfile, format!("{}\n", std::process::id())).unwrap();
+        let err = find_pid(&KnockdLocator::Pidfile(pidfile)).await.unwrap_err();
+        assert!(matches!(err, ReloadError::WrongProcess { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_pidfile_means_knockd_is_not_running() {
+        let err = find_pid(&KnockdLocator::Pidfile("/nonexistent/knockd.pid".into())).await.unwrap_err();
+        assert!(matches!(err, ReloadError::NotRunning(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_failing_reload_command_is_reported_with_its_output() {
+        let cmd = KnockdLocator::Command(vec!["sh".into(), "-c".into(), "echo nope >&2; exit 3".into()]);
+        let err = reload(&cmd, Duration::from_secs(5)).await.unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_hanging_reload_command_times_out() {
+        let cmd = KnockdLocator::Command(vec!["sleep".into(), "30".into()]);
+        let err = reload(&cmd, Duration::from_millis(100)).await.unwrap_err();
+        assert!(err.to_string().contains("longer than"), "{err}");
+    }
+}
