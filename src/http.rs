@@ -2,7 +2,7 @@
 //! 503), the address echo, and the server start-up. It reads requests
 //! and writes responses; deciding is left to `auth` and `service`.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderValue};
@@ -120,7 +120,7 @@ fn echo(req: &HttpRequest, service: &Service) -> HttpResponse {
 }
 
 /// Runs the service until SIGINT or SIGTERM; in-flight requests finish.
-pub fn serve(settings: Settings) -> Result<(), StartupError> {
+pub fn serve(settings: Settings, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartupError> {
     actix_web::rt::System::new().block_on(async move {
         let listen = settings.http.listen;
         let service = Service::new(settings)?;
@@ -129,15 +129,18 @@ pub fn serve(settings: Settings) -> Result<(), StartupError> {
         let server = HttpServer::new(move || App::new().configure(routes.clone()))
             .bind(listen)
             .map_err(|source| StartupError::Bind { addr: listen.to_string(), key: "http.listen", source })?;
+        let bound = server.addrs().first().copied().unwrap_or(listen);
         log::info!(
-            "event=start version={} listen={listen} path={} doors={} reload={:?} clients={}",
+            "event=start version={} listen={bound} path={} doors={} reload={:?} clients={}",
             env!("CARGO_PKG_VERSION"),
             service.settings.http.path,
             service.pool.doors().len(),
             service.settings.reload,
             service.verifier.clients().len()
         );
-        server.run().await.map_err(|e| StartupError::Other(format!("HTTP server failed: {e}")))?;
+        let running = server.run();
+        on_ready(bound);
+        running.await.map_err(|e| StartupError::Other(format!("HTTP server failed: {e}")))?;
         log::info!("event=stop");
         Ok(())
     })

@@ -37,7 +37,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, StartupError> {
         Command::Serve(args) => {
             logging::init();
             let settings = settings::Settings::load(&args.config)?;
-            http::serve(settings)?;
+            http::serve(settings, |_| ())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(args) => Ok(check::run(&args.config)),

@@ -6,7 +6,7 @@ use std::io::Write;
 
 /// Installs the logger once; later calls (tests, demo) are harmless.
 pub fn init() {
-    let env = env_logger::Env::default().default_filter_or("info");
+    let env = env_logger::Env::default().default_filter_or("info,actix_server=warn,actix_web=warn");
     let _ = env_logger::Builder::from_env(env)
         .format(|buf, record| {
             let ts = buf.timestamp_millis();
