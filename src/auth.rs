@@ -33,7 +33,9 @@ impl FromStr for Scheme {
         match s {
             "legacy-md5" => Ok(Scheme::LegacyMd5),
             "hmac-sha256" => Ok(Scheme::HmacSha256),
-            other => Err(format!("unknown scheme {other:?}; use legacy-md5 or hmac-sha256")),
+            other => Err(format!(
+                "unknown scheme {other:?}; use legacy-md5 or hmac-sha256"
+            )),
         }
     }
 }
@@ -57,7 +59,13 @@ pub struct Client {
 
 /// The code a client with `key` must send. `time` is the decimal text as
 /// sent; the nonce only counts for hmac-sha256 (the legacy code has none).
-pub fn expected_code(scheme: Scheme, key: &[u8], ip: &str, time: &str, nonce: Option<&str>) -> String {
+pub fn expected_code(
+    scheme: Scheme,
+    key: &[u8],
+    ip: &str,
+    time: &str,
+    nonce: Option<&str>,
+) -> String {
     match scheme {
         Scheme::LegacyMd5 => {
             let mut md5 = Md5::new();
@@ -108,7 +116,11 @@ pub struct Verifier {
 impl Verifier {
     pub fn new(clients: Vec<Client>, window: Window, replay_protection: bool) -> Self {
         let replay = replay_protection.then(ReplayCache::default);
-        Verifier { clients, window, replay }
+        Verifier {
+            clients,
+            window,
+            replay,
+        }
     }
 
     pub fn clients(&self) -> &[Client] {
@@ -116,7 +128,12 @@ impl Verifier {
     }
 
     /// Verifies `query` as sent from `ip` at unix time `now`.
-    pub fn verify(&self, query: &KnockQuery, ip: &str, now: u64) -> Result<Accepted, (Reason, Option<String>)> {
+    pub fn verify(
+        &self,
+        query: &KnockQuery,
+        ip: &str,
+        now: u64,
+    ) -> Result<Accepted, (Reason, Option<String>)> {
         // The legacy script refused `time < now - 3`, so `now - 3` itself passes.
         if query.time.saturating_add(self.window.max_age_secs) < now {
             return Err((Reason::TimeTooOld, None));
@@ -124,7 +141,9 @@ impl Verifier {
         if query.time > now.saturating_add(self.window.max_future_secs) {
             return Err((Reason::TimeInFuture, None));
         }
-        let client = self.matching_client(query, ip).ok_or((Reason::BadCode, None))?;
+        let client = self
+            .matching_client(query, ip)
+            .ok_or((Reason::BadCode, None))?;
         let name = self.clients[client].name.clone();
         if let Some(replay) = &self.replay {
             let expires = query.time.saturating_add(self.window.max_age_secs);
@@ -132,7 +151,11 @@ impl Verifier {
                 return Err((Reason::Replay, Some(name)));
             }
         }
-        Ok(Accepted { client, name, code: query.code.clone() })
+        Ok(Accepted {
+            client,
+            name,
+            code: query.code.clone(),
+        })
     }
 
     /// Gives the code of a request that got no sequence back to its client.
@@ -147,7 +170,13 @@ impl Verifier {
     fn matching_client(&self, query: &KnockQuery, ip: &str) -> Option<usize> {
         let mut found = None;
         for (i, c) in self.clients.iter().enumerate() {
-            let expected = expected_code(c.scheme, c.key.expose(), ip, &query.time_text, query.nonce.as_deref());
+            let expected = expected_code(
+                c.scheme,
+                c.key.expose(),
+                ip,
+                &query.time_text,
+                query.nonce.as_deref(),
+            );
             let equal: bool = expected.as_bytes().ct_eq(query.code.as_bytes()).into();
             if equal && found.is_none() {
                 found = Some(i);
@@ -160,7 +189,10 @@ impl Verifier {
 /// `knock-otp code`: the code for a key file, an address and a time.
 pub fn code_for_cli(args: &CodeArgs) -> Result<String, StartupError> {
     let key = read_key_file(&args.key_file).map_err(|e| {
-        StartupError::config(&args.key_file, ConfigProblem::new("--key-file", e.to_string(), e.fix(&args.key_file)))
+        StartupError::config(
+            &args.key_file,
+            ConfigProblem::new("--key-file", e.to_string(), e.fix(&args.key_file)),
+        )
     })?;
     if let Some(nonce) = &args.nonce {
         if !valid_nonce(nonce) {
@@ -169,12 +201,20 @@ pub fn code_for_cli(args: &CodeArgs) -> Result<String, StartupError> {
             ));
         }
         if args.scheme == Scheme::LegacyMd5 {
-            return Err(StartupError::Other("--nonce only applies to --scheme hmac-sha256".into()));
+            return Err(StartupError::Other(
+                "--nonce only applies to --scheme hmac-sha256".into(),
+            ));
         }
     }
     let time = args.time.unwrap_or_else(crate::service::unix_now);
     let ip = args.ip.to_canonical().to_string();
-    Ok(expected_code(args.scheme, key.expose(), &ip, &time.to_string(), args.nonce.as_deref()))
+    Ok(expected_code(
+        args.scheme,
+        key.expose(),
+        &ip,
+        &time.to_string(),
+        args.nonce.as_deref(),
+    ))
 }
 
 #[cfg(test)]
@@ -214,27 +254,68 @@ mod tests {
         let b = expected_code(Scheme::HmacSha256, b"k", "10.0.0.1", "5", Some("n"));
         assert_ne!(a, b);
         let c = expected_code(Scheme::LegacyMd5, b"k", "10.0.0.1", "5", Some("n"));
-        assert_eq!(c, expected_code(Scheme::LegacyMd5, b"k", "10.0.0.1", "5", None));
+        assert_eq!(
+            c,
+            expected_code(Scheme::LegacyMd5, b"k", "10.0.0.1", "5", None)
+        );
     }
 
     fn verifier() -> Verifier {
         let clients = vec![
-            Client { name: "laptop".into(), scheme: Scheme::LegacyMd5, key: Secret::new(b"one".to_vec()) },
-            Client { name: "ci".into(), scheme: Scheme::HmacSha256, key: Secret::new(b"two".to_vec()) },
+            Client {
+                name: "laptop".into(),
+                scheme: Scheme::LegacyMd5,
+                key: Secret::new(b"one".to_vec()),
+            },
+            Client {
+                name: "ci".into(),
+                scheme: Scheme::HmacSha256,
+                key: Secret::new(b"two".to_vec()),
+            },
         ];
-        Verifier::new(clients, Window { max_age_secs: 3, max_future_secs: 5 }, true)
+        Verifier::new(
+            clients,
+            Window {
+                max_age_secs: 3,
+                max_future_secs: 5,
+            },
+            true,
+        )
     }
 
     fn query(key: &[u8], scheme: Scheme, time: u64, nonce: Option<&str>) -> KnockQuery {
         let code = expected_code(scheme, key, "10.0.0.1", &time.to_string(), nonce);
-        KnockQuery { time_text: time.to_string(), time, code, nonce: nonce.map(String::from) }
+        KnockQuery {
+            time_text: time.to_string(),
+            time,
+            code,
+            nonce: nonce.map(String::from),
+        }
     }
 
     #[test]
     fn each_client_is_recognised_by_its_own_key() {
         let v = verifier();
-        assert_eq!(v.verify(&query(b"one", Scheme::LegacyMd5, 100, None), "10.0.0.1", 100).unwrap().name, "laptop");
-        assert_eq!(v.verify(&query(b"two", Scheme::HmacSha256, 100, None), "10.0.0.1", 100).unwrap().name, "ci");
+        assert_eq!(
+            v.verify(
+                &query(b"one", Scheme::LegacyMd5, 100, None),
+                "10.0.0.1",
+                100
+            )
+            .unwrap()
+            .name,
+            "laptop"
+        );
+        assert_eq!(
+            v.verify(
+                &query(b"two", Scheme::HmacSha256, 100, None),
+                "10.0.0.1",
+                100
+            )
+            .unwrap()
+            .name,
+            "ci"
+        );
     }
 
     #[test]
@@ -247,14 +328,28 @@ mod tests {
     #[test]
     fn the_window_edges_match_the_legacy_script() {
         let v = verifier();
-        assert!(v.verify(&query(b"one", Scheme::LegacyMd5, 97, None), "10.0.0.1", 100).is_ok());
+        assert!(
+            v.verify(&query(b"one", Scheme::LegacyMd5, 97, None), "10.0.0.1", 100)
+                .is_ok()
+        );
         assert_eq!(
             v.verify(&query(b"one", Scheme::LegacyMd5, 96, None), "10.0.0.1", 100),
             Err((Reason::TimeTooOld, None))
         );
-        assert!(v.verify(&query(b"one", Scheme::LegacyMd5, 105, None), "10.0.0.1", 100).is_ok());
+        assert!(
+            v.verify(
+                &query(b"one", Scheme::LegacyMd5, 105, None),
+                "10.0.0.1",
+                100
+            )
+            .is_ok()
+        );
         assert_eq!(
-            v.verify(&query(b"one", Scheme::LegacyMd5, 106, None), "10.0.0.1", 100),
+            v.verify(
+                &query(b"one", Scheme::LegacyMd5, 106, None),
+                "10.0.0.1",
+                100
+            ),
             Err((Reason::TimeInFuture, None))
         );
     }
@@ -264,7 +359,10 @@ mod tests {
         let v = verifier();
         let q = query(b"one", Scheme::LegacyMd5, 100, None);
         let accepted = v.verify(&q, "10.0.0.1", 100).unwrap();
-        assert_eq!(v.verify(&q, "10.0.0.1", 101), Err((Reason::Replay, Some("laptop".into()))));
+        assert_eq!(
+            v.verify(&q, "10.0.0.1", 101),
+            Err((Reason::Replay, Some("laptop".into())))
+        );
         v.release(&accepted);
         assert!(v.verify(&q, "10.0.0.1", 101).is_ok());
     }
@@ -272,8 +370,22 @@ mod tests {
     #[test]
     fn nonces_let_one_client_ask_twice_in_one_second() {
         let v = verifier();
-        assert!(v.verify(&query(b"two", Scheme::HmacSha256, 100, Some("a")), "10.0.0.1", 100).is_ok());
-        assert!(v.verify(&query(b"two", Scheme::HmacSha256, 100, Some("b")), "10.0.0.1", 100).is_ok());
+        assert!(
+            v.verify(
+                &query(b"two", Scheme::HmacSha256, 100, Some("a")),
+                "10.0.0.1",
+                100
+            )
+            .is_ok()
+        );
+        assert!(
+            v.verify(
+                &query(b"two", Scheme::HmacSha256, 100, Some("b")),
+                "10.0.0.1",
+                100
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -14,19 +14,26 @@ use crate::settings::{DoorSettings, KnockdLocator, Settings};
 pub fn run(config: &Path) -> ExitCode {
     let problems = match Settings::load(config) {
         Ok(settings) => runtime_problems(&settings),
-        Err(StartupError::Config { file, problems }) => {
-            problems.iter().map(|p| format!("{}: {p}", file.display())).collect()
-        }
+        Err(StartupError::Config { file, problems }) => problems
+            .iter()
+            .map(|p| format!("{}: {p}", file.display()))
+            .collect(),
         Err(other) => vec![other.to_string()],
     };
     if problems.is_empty() {
-        println!("knock-otp: configuration file {} test is successful", config.display());
+        println!(
+            "knock-otp: configuration file {} test is successful",
+            config.display()
+        );
         ExitCode::SUCCESS
     } else {
         for p in &problems {
             eprintln!("knock-otp: {p}");
         }
-        eprintln!("knock-otp: configuration file {} test failed", config.display());
+        eprintln!(
+            "knock-otp: configuration file {} test failed",
+            config.display()
+        );
         ExitCode::FAILURE
     }
 }
@@ -34,7 +41,10 @@ pub fn run(config: &Path) -> ExitCode {
 /// Problems a valid configuration can still meet on this machine.
 pub fn runtime_problems(settings: &Settings) -> Vec<String> {
     let mut problems = Vec::new();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return vec![format!("cannot start a runtime for the knockd checks: {e}")],
     };
@@ -78,7 +88,9 @@ async fn knockd_problem(door: &DoorSettings) -> Option<String> {
         },
         locator => match knockd::find_pid(locator).await {
             Ok(_) => None,
-            Err(e) => Some(format!("{key}: {e}; start the door's knockd (systemctl start knockd)")),
+            Err(e) => Some(format!(
+                "{key}: {e}; start the door's knockd (systemctl start knockd)"
+            )),
         },
     }
 }
@@ -86,11 +98,16 @@ async fn knockd_problem(door: &DoorSettings) -> Option<String> {
 /// Resolves a program name as `execvp` would.
 fn find_program(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
     if name.contains('/') {
         let p = PathBuf::from(name);
         return executable(&p).then_some(p);
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| executable(p))
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| executable(p))
 }

@@ -72,7 +72,11 @@ impl AddrPolicy {
             }
         }
         let first = *hops.first().ok_or(Reason::BadAddressHeader)?;
-        Ok(hops.into_iter().rev().find(|ip| !self.is_trusted(*ip)).unwrap_or(first))
+        Ok(hops
+            .into_iter()
+            .rev()
+            .find(|ip| !self.is_trusted(*ip))
+            .unwrap_or(first))
     }
 }
 
@@ -88,45 +92,85 @@ mod tests {
 
     fn policy(header: ClientIpHeader) -> AddrPolicy {
         AddrPolicy {
-            trusted_proxies: vec!["127.0.0.1/32".parse().unwrap(), "10.9.0.0/16".parse().unwrap()],
+            trusted_proxies: vec![
+                "127.0.0.1/32".parse().unwrap(),
+                "10.9.0.0/16".parse().unwrap(),
+            ],
             header,
         }
     }
 
     fn addr(p: &AddrPolicy, peer: &str, values: &[&str]) -> Result<String, Reason> {
-        p.client_addr(peer.parse().unwrap(), values.iter().map(|v| v.as_bytes())).map(|ip| ip.to_string())
+        p.client_addr(peer.parse().unwrap(), values.iter().map(|v| v.as_bytes()))
+            .map(|ip| ip.to_string())
     }
 
     #[test]
     fn an_untrusted_peer_cannot_choose_its_address() {
         let p = policy(ClientIpHeader::XRealIp);
-        assert_eq!(addr(&p, "203.0.113.9", &["198.51.100.1"]), Ok("203.0.113.9".into()));
-        assert_eq!(addr(&p, "203.0.113.9", &["garbage"]), Ok("203.0.113.9".into()));
+        assert_eq!(
+            addr(&p, "203.0.113.9", &["198.51.100.1"]),
+            Ok("203.0.113.9".into())
+        );
+        assert_eq!(
+            addr(&p, "203.0.113.9", &["garbage"]),
+            Ok("203.0.113.9".into())
+        );
     }
 
     #[test]
     fn a_trusted_proxy_names_the_client() {
         let p = policy(ClientIpHeader::XRealIp);
-        assert_eq!(addr(&p, "127.0.0.1", &["198.51.100.1"]), Ok("198.51.100.1".into()));
-        assert_eq!(addr(&p, "::ffff:127.0.0.1", &[" 2001:db8::1 "]), Ok("2001:db8::1".into()));
+        assert_eq!(
+            addr(&p, "127.0.0.1", &["198.51.100.1"]),
+            Ok("198.51.100.1".into())
+        );
+        assert_eq!(
+            addr(&p, "::ffff:127.0.0.1", &[" 2001:db8::1 "]),
+            Ok("2001:db8::1".into())
+        );
         assert_eq!(addr(&p, "127.0.0.1", &[]), Ok("127.0.0.1".into()));
-        assert_eq!(addr(&p, "127.0.0.1", &["nope"]), Err(Reason::BadAddressHeader));
-        assert_eq!(addr(&p, "127.0.0.1", &["1.1.1.1", "2.2.2.2"]), Err(Reason::BadAddressHeader));
+        assert_eq!(
+            addr(&p, "127.0.0.1", &["nope"]),
+            Err(Reason::BadAddressHeader)
+        );
+        assert_eq!(
+            addr(&p, "127.0.0.1", &["1.1.1.1", "2.2.2.2"]),
+            Err(Reason::BadAddressHeader)
+        );
     }
 
     #[test]
     fn mapped_addresses_are_written_as_ipv4() {
         let p = policy(ClientIpHeader::XRealIp);
-        assert_eq!(addr(&p, "::ffff:198.51.100.7", &[]), Ok("198.51.100.7".into()));
-        assert_eq!(addr(&p, "127.0.0.1", &["::ffff:198.51.100.7"]), Ok("198.51.100.7".into()));
+        assert_eq!(
+            addr(&p, "::ffff:198.51.100.7", &[]),
+            Ok("198.51.100.7".into())
+        );
+        assert_eq!(
+            addr(&p, "127.0.0.1", &["::ffff:198.51.100.7"]),
+            Ok("198.51.100.7".into())
+        );
     }
 
     #[test]
     fn forwarded_for_takes_the_rightmost_untrusted_hop() {
         let p = policy(ClientIpHeader::XForwardedFor);
-        assert_eq!(addr(&p, "127.0.0.1", &["6.6.6.6, 198.51.100.1, 10.9.1.1"]), Ok("198.51.100.1".into()));
-        assert_eq!(addr(&p, "127.0.0.1", &["6.6.6.6", "198.51.100.1"]), Ok("198.51.100.1".into()));
-        assert_eq!(addr(&p, "127.0.0.1", &["10.9.0.5, 10.9.1.1"]), Ok("10.9.0.5".into()));
-        assert_eq!(addr(&p, "127.0.0.1", &["1.1.1.1, bogus"]), Err(Reason::BadAddressHeader));
+        assert_eq!(
+            addr(&p, "127.0.0.1", &["6.6.6.6, 198.51.100.1, 10.9.1.1"]),
+            Ok("198.51.100.1".into())
+        );
+        assert_eq!(
+            addr(&p, "127.0.0.1", &["6.6.6.6", "198.51.100.1"]),
+            Ok("198.51.100.1".into())
+        );
+        assert_eq!(
+            addr(&p, "127.0.0.1", &["10.9.0.5, 10.9.1.1"]),
+            Ok("10.9.0.5".into())
+        );
+        assert_eq!(
+            addr(&p, "127.0.0.1", &["1.1.1.1, bogus"]),
+            Err(Reason::BadAddressHeader)
+        );
     }
 }

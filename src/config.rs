@@ -54,7 +54,11 @@ pub struct RawAuth {
 
 impl Default for RawAuth {
     fn default() -> Self {
-        RawAuth { max_age_secs: 3, max_future_secs: 5, replay_protection: true }
+        RawAuth {
+            max_age_secs: 3,
+            max_future_secs: 5,
+            replay_protection: true,
+        }
     }
 }
 

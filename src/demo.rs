@@ -26,17 +26,29 @@ pub fn run(args: &DemoArgs) -> Result<(), StartupError> {
     let dir = tempfile::Builder::new()
         .prefix("knock-otp-demo.")
         .tempdir()
-        .map_err(|source| StartupError::Io { action: "cannot create a demo directory in", path: std::env::temp_dir(), source })?;
+        .map_err(|source| StartupError::Io {
+            action: "cannot create a demo directory in",
+            path: std::env::temp_dir(),
+            source,
+        })?;
     let dir_path = dir.path().to_path_buf();
     let key_file = dir_path.join("key");
     write_private(&key_file, &random_key()?)?;
 
-    let with_knockd = !args.no_knockd && nix::unistd::geteuid().is_root() && which("knockd").is_some();
+    let with_knockd =
+        !args.no_knockd && nix::unistd::geteuid().is_root() && which("knockd").is_some();
     let mut raw = RawConfig::default();
     raw.http.listen = args.listen.to_string();
-    raw.clients.push(RawClient { name: "demo".into(), key_file: path_text(&key_file), scheme: "legacy-md5".into() });
+    raw.clients.push(RawClient {
+        name: "demo".into(),
+        key_file: path_text(&key_file),
+        scheme: "legacy-md5".into(),
+    });
     let door_file = dir_path.join("door-0.seq");
-    let mut door = RawDoor { sequence_file: path_text(&door_file), ..RawDoor::default() };
+    let mut door = RawDoor {
+        sequence_file: path_text(&door_file),
+        ..RawDoor::default()
+    };
     let _knockd = if with_knockd {
         let pidfile = dir_path.join("knockd.pid");
         let knockd = start_knockd(&dir_path, &door_file, &pidfile)?;
@@ -48,8 +60,13 @@ pub fn run(args: &DemoArgs) -> Result<(), StartupError> {
         None
     };
     raw.knockd.doors.push(door);
-    let settings = Settings::from_raw(&raw).map_err(|problems| StartupError::Config { file: "(demo defaults)".into(), problems })?;
-    crate::http::serve(settings, |addr| print_instructions(addr, &dir_path, with_knockd))
+    let settings = Settings::from_raw(&raw).map_err(|problems| StartupError::Config {
+        file: "(demo defaults)".into(),
+        problems,
+    })?;
+    crate::http::serve(settings, |addr| {
+        print_instructions(addr, &dir_path, with_knockd)
+    })
 }
 
 fn random_key() -> Result<String, StartupError> {
@@ -62,8 +79,17 @@ fn random_key() -> Result<String, StartupError> {
 fn write_private(path: &Path, text: &str) -> Result<(), StartupError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| StartupError::Io { action: "cannot write", path: path.to_path_buf(), source };
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
+    let io = |source| StartupError::Io {
+        action: "cannot write",
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
     f.write_all(text.as_bytes()).map_err(io)
 }
 
@@ -73,7 +99,9 @@ fn path_text(p: &Path) -> String {
 
 fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
 }
 
 /// Starts knockd on `lo` in the foreground and waits until it listens:
@@ -98,13 +126,22 @@ fn start_knockd(dir: &Path, door_file: &Path, pidfile: &Path) -> Result<DemoKnoc
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .map_err(|source| StartupError::Io { action: "cannot start", path: "knockd".into(), source })?;
+        .map_err(|source| StartupError::Io {
+            action: "cannot start",
+            path: "knockd".into(),
+            source,
+        })?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let knockd = DemoKnockd(child);
     let mut lines = BufReader::new(stdout).lines();
-    let ready = lines.by_ref().map_while(Result::ok).any(|l| l.starts_with("listening on"));
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.starts_with("listening on"));
     if !ready {
-        return Err(StartupError::Other("knockd exited before listening on lo; is another knockd using it?".into()));
+        return Err(StartupError::Other(
+            "knockd exited before listening on lo; is another knockd using it?".into(),
+        ));
     }
     // Keep draining knockd's verbose output so it never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));

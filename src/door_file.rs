@@ -20,7 +20,11 @@ pub fn contents(first: &Sequence, second: &Sequence) -> String {
 /// otherwise 0660 so knockd reaches it through the group it is given,
 /// since Debian's knockd runs without CAP_DAC_OVERRIDE (design, fact 6).
 pub fn mode_for_this_process() -> u32 {
-    if nix::unistd::geteuid().is_root() { 0o600 } else { 0o660 }
+    if nix::unistd::geteuid().is_root() {
+        0o600
+    } else {
+        0o660
+    }
 }
 
 /// Replaces `path` with `contents`: a temporary file in the same directory
@@ -28,8 +32,13 @@ pub fn mode_for_this_process() -> u32 {
 /// old file and the directory is synced. A failure at any step leaves the
 /// old file untouched.
 pub fn write_atomic(path: &Path, contents: &str, mode: u32) -> io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| io::Error::other("door file path has no file name"))?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("door file path has no file name"))?;
     let mut prefix = std::ffi::OsString::from(".");
     prefix.push(name);
     prefix.push(".");
@@ -39,7 +48,8 @@ pub fn write_atomic(path: &Path, contents: &str, mode: u32) -> io::Result<()> {
         .permissions(Permissions::from_mode(0o600))
         .tempfile_in(dir)?;
     // The umask may have narrowed the mode; set it exactly, still empty.
-    tmp.as_file().set_permissions(Permissions::from_mode(mode))?;
+    tmp.as_file()
+        .set_permissions(Permissions::from_mode(mode))?;
     tmp.write_all(contents.as_bytes())?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
@@ -76,7 +86,10 @@ mod tests {
     use crate::sequence::{Proto, SequenceSpec};
 
     fn seq() -> Sequence {
-        SequenceSpec::new(3, (20000..20010).collect(), vec![Proto::Tcp]).unwrap().draw().unwrap()
+        SequenceSpec::new(3, (20000..20010).collect(), vec![Proto::Tcp])
+            .unwrap()
+            .draw()
+            .unwrap()
     }
 
     #[test]
@@ -102,7 +115,10 @@ mod tests {
         fs::write(&path, "old\n").unwrap();
         write_atomic(&path, " 1:tcp\n 2:udp\n", 0o640).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), " 1:tcp\n 2:udp\n");
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
         let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
     }

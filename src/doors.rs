@@ -33,7 +33,11 @@ pub struct Door {
 
 impl Door {
     pub fn new(settings: DoorSettings) -> Self {
-        Door { settings, events: Arc::new(DoorEvents::default()), down: Mutex::new(None) }
+        Door {
+            settings,
+            events: Arc::new(DoorEvents::default()),
+            down: Mutex::new(None),
+        }
     }
 
     pub fn index(&self) -> usize {
@@ -50,7 +54,10 @@ impl Door {
         if down.is_none() {
             log::error!("event=door-down door={} reason=\"{why}\"", self.index());
         }
-        *down = Some(Down { since: Instant::now(), opens_seen: self.events.opens_so_far() });
+        *down = Some(Down {
+            since: Instant::now(),
+            opens_seen: self.events.opens_so_far(),
+        });
     }
 
     pub fn mark_up(&self) {
@@ -68,7 +75,9 @@ impl Door {
     }
 
     fn retry_due(&self) -> bool {
-        self.down().as_ref().is_none_or(|d| d.since.elapsed() >= RETRY_DOWN_DOOR_AFTER)
+        self.down()
+            .as_ref()
+            .is_none_or(|d| d.since.elapsed() >= RETRY_DOWN_DOOR_AFTER)
     }
 }
 
@@ -109,7 +118,13 @@ impl Pool {
     pub fn new(doors: Vec<DoorSettings>) -> Arc<Pool> {
         let doors: Vec<Arc<Door>> = doors.into_iter().map(|d| Arc::new(Door::new(d))).collect();
         let free = (0..doors.len()).rev().collect();
-        Arc::new(Pool { doors, state: Mutex::new(PoolState { free, waiters: VecDeque::new() }) })
+        Arc::new(Pool {
+            doors,
+            state: Mutex::new(PoolState {
+                free,
+                waiters: VecDeque::new(),
+            }),
+        })
     }
 
     pub fn doors(&self) -> &[Arc<Door>] {
@@ -142,12 +157,17 @@ impl Pool {
             }
             // Late arrivals do not overtake requests already waiting.
             if st.waiters.is_empty() {
-                let pick = st.free.iter().rposition(|&i| self.doors[i].is_up()).or_else(|| {
-                    st.free.iter().rposition(|&i| self.eligible(i))
-                });
+                let pick = st
+                    .free
+                    .iter()
+                    .rposition(|&i| self.doors[i].is_up())
+                    .or_else(|| st.free.iter().rposition(|&i| self.eligible(i)));
                 if let Some(pos) = pick {
                     let index = st.free.remove(pos);
-                    return Some(Lease { pool: self.clone(), index: Some(index) });
+                    return Some(Lease {
+                        pool: self.clone(),
+                        index: Some(index),
+                    });
                 }
             }
             let (tx, rx) = oneshot::channel();
@@ -160,7 +180,10 @@ impl Pool {
     }
 
     fn release(self: &Arc<Self>, index: usize) {
-        let mut lease = Lease { pool: self.clone(), index: Some(index) };
+        let mut lease = Lease {
+            pool: self.clone(),
+            index: Some(index),
+        };
         if self.eligible(index) {
             loop {
                 let waiter = self.state().waiters.pop_front();
@@ -223,7 +246,11 @@ mod tests {
             }
         }
         drop(first);
-        let order: Vec<usize> = vec![rx.recv().await.unwrap(), rx.recv().await.unwrap(), rx.recv().await.unwrap()];
+        let order: Vec<usize> = vec![
+            rx.recv().await.unwrap(),
+            rx.recv().await.unwrap(),
+            rx.recv().await.unwrap(),
+        ];
         assert_eq!(order, vec![0, 1, 2]);
         assert_eq!(p.busy(), 0);
     }
@@ -246,7 +273,10 @@ mod tests {
             assert_eq!(lease.door().index(), 0);
         }
         p.doors()[0].mark_down("test");
-        assert!(p.acquire(Duration::ZERO).await.is_some(), "with every door down, one is tried");
+        assert!(
+            p.acquire(Duration::ZERO).await.is_some(),
+            "with every door down, one is tried"
+        );
     }
 
     #[tokio::test]

@@ -17,7 +17,11 @@ pub struct ConfigProblem {
 
 impl ConfigProblem {
     pub fn new(key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
-        ConfigProblem { key: key.into(), problem: problem.into(), fix: fix.into() }
+        ConfigProblem {
+            key: key.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
     }
 }
 
@@ -31,13 +35,24 @@ impl fmt::Display for ConfigProblem {
 pub enum StartupError {
     /// The configuration (or a file it names) is not usable.
     #[error("{}", problem_lines(file, problems))]
-    Config { file: PathBuf, problems: Vec<ConfigProblem> },
+    Config {
+        file: PathBuf,
+        problems: Vec<ConfigProblem>,
+    },
     /// An I/O step at start-up failed; `action` says which.
     #[error("{action} {}: {source}", path.display())]
-    Io { action: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     /// The HTTP or admin listener could not be opened.
     #[error("cannot listen on {addr}: {source}; pick a free address in {key}")]
-    Bind { addr: String, key: &'static str, source: io::Error },
+    Bind {
+        addr: String,
+        key: &'static str,
+        source: io::Error,
+    },
     /// Anything else, already phrased for the operator.
     #[error("{0}")]
     Other(String),
@@ -45,7 +60,10 @@ pub enum StartupError {
 
 impl StartupError {
     pub fn config(file: impl Into<PathBuf>, problem: ConfigProblem) -> Self {
-        StartupError::Config { file: file.into(), problems: vec![problem] }
+        StartupError::Config {
+            file: file.into(),
+            problems: vec![problem],
+        }
     }
 
     /// 2 for a configuration the operator must change, 1 for the rest.
@@ -58,7 +76,9 @@ impl StartupError {
 }
 
 fn problem_lines(file: &std::path::Path, problems: &[ConfigProblem]) -> String {
-    let lines: Vec<String> =
-        problems.iter().map(|p| format!("{}: {p}", file.display())).collect();
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|p| format!("{}: {p}", file.display()))
+        .collect();
     lines.join("\nknock-otp: ")
 }

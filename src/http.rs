@@ -10,10 +10,10 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 
 use crate::error::StartupError;
+use crate::query;
 use crate::service::{IssueError, Service, unix_now};
 use crate::settings::Settings;
 use crate::teapot::{self, Reason};
-use crate::query;
 
 /// Seconds a client is told to wait after a queue timeout.
 const RETRY_AFTER_SECS: &str = "2";
@@ -21,7 +21,8 @@ const RETRY_AFTER_SECS: &str = "2";
 /// Registers knock-otp's routes; used by the server and by tests.
 pub fn configure(service: Arc<Service>) -> impl FnOnce(&mut web::ServiceConfig) + Clone {
     move |cfg: &mut web::ServiceConfig| {
-        cfg.app_data(web::Data::from(service)).default_service(web::to(route));
+        cfg.app_data(web::Data::from(service))
+            .default_service(web::to(route));
     }
 }
 
@@ -33,7 +34,9 @@ async fn route(req: HttpRequest, service: web::Data<Service>) -> HttpResponse {
     } else if http.ip_echo_path.as_deref() == Some(req.path()) {
         echo(&req, &service)
     } else {
-        HttpResponse::NotFound().content_type("text/plain").body("not found\n")
+        HttpResponse::NotFound()
+            .content_type("text/plain")
+            .body("not found\n")
     }
 }
 
@@ -41,7 +44,10 @@ async fn route(req: HttpRequest, service: web::Data<Service>) -> HttpResponse {
 fn client_addr(req: &HttpRequest, service: &Service) -> Result<IpAddr, Reason> {
     let peer = req.peer_addr().ok_or(Reason::BadAddressHeader)?.ip();
     let policy = &service.settings.http.addr_policy;
-    let values = req.headers().get_all(policy.header.name()).map(HeaderValue::as_bytes);
+    let values = req
+        .headers()
+        .get_all(policy.header.name())
+        .map(HeaderValue::as_bytes);
     policy.client_addr(peer, values)
 }
 
@@ -96,11 +102,12 @@ pub fn teapot_response() -> HttpResponse {
 
 fn unavailable(err: IssueError) -> HttpResponse {
     let mut resp = HttpResponse::ServiceUnavailable();
-    resp.content_type("text/plain").insert_header((header::CACHE_CONTROL, "no-store"));
+    resp.content_type("text/plain")
+        .insert_header((header::CACHE_CONTROL, "no-store"));
     match err {
-        IssueError::QueueTimeout => {
-            resp.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS)).body("every door is busy; try again\n")
-        }
+        IssueError::QueueTimeout => resp
+            .insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS))
+            .body("every door is busy; try again\n"),
         IssueError::DoorFailed => resp.body("the door is not ready; try again later\n"),
     }
 }
@@ -108,14 +115,18 @@ fn unavailable(err: IssueError) -> HttpResponse {
 /// Tells a client which address its code must use: the one knock-otp sees.
 fn echo(req: &HttpRequest, service: &Service) -> HttpResponse {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return HttpResponse::MethodNotAllowed().insert_header((header::ALLOW, "GET, HEAD")).finish();
+        return HttpResponse::MethodNotAllowed()
+            .insert_header((header::ALLOW, "GET, HEAD"))
+            .finish();
     }
     match client_addr(req, service) {
         Ok(addr) => HttpResponse::Ok()
             .content_type("text/plain")
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .body(format!("{addr}\n")),
-        Err(_) => HttpResponse::BadRequest().content_type("text/plain").body("bad address header\n"),
+        Err(_) => HttpResponse::BadRequest()
+            .content_type("text/plain")
+            .body("bad address header\n"),
     }
 }
 
@@ -128,7 +139,11 @@ pub fn serve(settings: Settings, on_ready: impl FnOnce(SocketAddr)) -> Result<()
         let routes = configure(service.clone());
         let server = HttpServer::new(move || App::new().configure(routes.clone()))
             .bind(listen)
-            .map_err(|source| StartupError::Bind { addr: listen.to_string(), key: "http.listen", source })?;
+            .map_err(|source| StartupError::Bind {
+                addr: listen.to_string(),
+                key: "http.listen",
+                source,
+            })?;
         let bound = server.addrs().first().copied().unwrap_or(listen);
         log::info!(
             "event=start version={} listen={bound} path={} doors={} reload={:?} clients={}",
@@ -140,7 +155,9 @@ pub fn serve(settings: Settings, on_ready: impl FnOnce(SocketAddr)) -> Result<()
         );
         let running = server.run();
         on_ready(bound);
-        running.await.map_err(|e| StartupError::Other(format!("HTTP server failed: {e}")))?;
+        running
+            .await
+            .map_err(|e| StartupError::Other(format!("HTTP server failed: {e}")))?;
         log::info!("event=stop");
         Ok(())
     })

@@ -111,7 +111,10 @@ mod tests {
     fn a_key_file_open_to_the_group_or_others_is_refused() {
         for mode in [0o640, 0o604, 0o660, 0o644] {
             let f = key_file(b"k", mode);
-            assert!(matches!(read_key_file(f.path()), Err(KeyFileError::OpenToOthers(_))));
+            assert!(matches!(
+                read_key_file(f.path()),
+                Err(KeyFileError::OpenToOthers(_))
+            ));
         }
     }
 
@@ -123,6 +126,9 @@ mod tests {
 
     #[test]
     fn a_secret_does_not_show_in_debug_output() {
-        assert_eq!(format!("{:?}", Secret::new(b"hunter2".to_vec())), "Secret(..)");
+        assert_eq!(
+            format!("{:?}", Secret::new(b"hunter2".to_vec())),
+            "Secret(..)"
+        );
     }
 }

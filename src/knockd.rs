@@ -21,8 +21,14 @@ pub enum ReloadError {
     /// No knockd process where the door says it lives.
     NotRunning(String),
     /// The pid belongs to something else.
-    WrongProcess { pid: i32, comm: String },
-    SignalFailed { pid: i32, errno: nix::Error },
+    WrongProcess {
+        pid: i32,
+        comm: String,
+    },
+    SignalFailed {
+        pid: i32,
+        errno: nix::Error,
+    },
     CommandFailed(String),
 }
 
@@ -63,7 +69,10 @@ fn read_pidfile(path: &Path) -> Result<i32, ReloadError> {
         .map_err(|e| ReloadError::NotRunning(format!("pidfile {}: {e}", path.display())))?;
     match text.trim().parse::<i32>() {
         Ok(pid) if pid > 1 => Ok(pid),
-        _ => Err(ReloadError::NotRunning(format!("pidfile {} holds no pid", path.display()))),
+        _ => Err(ReloadError::NotRunning(format!(
+            "pidfile {} holds no pid",
+            path.display()
+        ))),
     }
 }
 
@@ -72,7 +81,9 @@ async fn systemd_main_pid(unit: &str) -> Result<i32, ReloadError> {
     let out = run_with_timeout("systemctl", &args, SYSTEMCTL_TIMEOUT).await?;
     match out.trim().parse::<i32>() {
         Ok(pid) if pid > 1 => Ok(pid),
-        _ => Err(ReloadError::NotRunning(format!("systemd unit {unit} has no main pid"))),
+        _ => Err(ReloadError::NotRunning(format!(
+            "systemd unit {unit} has no main pid"
+        ))),
     }
 }
 
@@ -82,12 +93,15 @@ async fn systemd_main_pid(unit: &str) -> Result<i32, ReloadError> {
 pub async fn reload(locator: &KnockdLocator, timeout: Duration) -> Result<(), ReloadError> {
     match locator {
         KnockdLocator::Unmanaged => Ok(()),
-        KnockdLocator::Command(argv) => {
-            run_with_timeout(&argv[0], &argv[1..], timeout).await.map(drop)
-        }
+        KnockdLocator::Command(argv) => run_with_timeout(&argv[0], &argv[1..], timeout)
+            .await
+            .map(drop),
         _ => {
-            let pid = find_pid(locator).await?.ok_or_else(|| ReloadError::NotRunning("no pid".into()))?;
-            kill(Pid::from_raw(pid), Signal::SIGHUP).map_err(|errno| ReloadError::SignalFailed { pid, errno })
+            let pid = find_pid(locator)
+                .await?
+                .ok_or_else(|| ReloadError::NotRunning("no pid".into()))?;
+            kill(Pid::from_raw(pid), Signal::SIGHUP)
+                .map_err(|errno| ReloadError::SignalFailed { pid, errno })
         }
     }
 }
@@ -106,14 +120,25 @@ async fn run_with_timeout<S: AsRef<std::ffi::OsStr>>(
         .kill_on_drop(true)
         .output();
     let out = match tokio::time::timeout(timeout, child).await {
-        Err(_) => return Err(ReloadError::CommandFailed(format!("{program} took longer than {timeout:?}"))),
-        Ok(Err(e)) => return Err(ReloadError::CommandFailed(format!("cannot run {program}: {e}"))),
+        Err(_) => {
+            return Err(ReloadError::CommandFailed(format!(
+                "{program} took longer than {timeout:?}"
+            )));
+        }
+        Ok(Err(e)) => {
+            return Err(ReloadError::CommandFailed(format!(
+                "cannot run {program}: {e}"
+            )));
+        }
         Ok(Ok(out)) => out,
     };
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let first = stderr.lines().next().unwrap_or("").trim();
-        return Err(ReloadError::CommandFailed(format!("{program} exited with {}: {first}", out.status)));
+        return Err(ReloadError::CommandFailed(format!(
+            "{program} exited with {}: {first}",
+            out.status
+        )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -127,19 +152,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("knockd.pid");
         std::fs::write(&pidfile, format!("{}\n", std::process::id())).unwrap();
-        let err = find_pid(&KnockdLocator::Pidfile(pidfile)).await.unwrap_err();
+        let err = find_pid(&KnockdLocator::Pidfile(pidfile))
+            .await
+            .unwrap_err();
         assert!(matches!(err, ReloadError::WrongProcess { .. }), "{err}");
     }
 
     #[tokio::test]
     async fn a_missing_pidfile_means_knockd_is_not_running() {
-        let err = find_pid(&KnockdLocator::Pidfile("/nonexistent/knockd.pid".into())).await.unwrap_err();
+        let err = find_pid(&KnockdLocator::Pidfile("/nonexistent/knockd.pid".into()))
+            .await
+            .unwrap_err();
         assert!(matches!(err, ReloadError::NotRunning(_)), "{err}");
     }
 
     #[tokio::test]
     async fn a_failing_reload_command_is_reported_with_its_output() {
-        let cmd = KnockdLocator::Command(vec!["sh".into(), "-c".into(), "echo nope >&2; exit 3".into()]);
+        let cmd = KnockdLocator::Command(vec![
+            "sh".into(),
+            "-c".into(),
+            "echo nope >&2; exit 3".into(),
+        ]);
         let err = reload(&cmd, Duration::from_secs(5)).await.unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
     }

@@ -19,11 +19,11 @@ pub mod keys;
 pub mod knockd;
 pub mod logging;
 pub mod query;
-pub mod teapot;
 pub mod replay;
 pub mod sequence;
 pub mod service;
 pub mod settings;
+pub mod teapot;
 pub mod watcher;
 
 use std::process::ExitCode;

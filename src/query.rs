@@ -42,12 +42,15 @@ pub fn parse(raw: &str) -> Result<KnockQuery, Reason> {
     let time_text = time.filter(|t| !t.is_empty()).ok_or(Reason::MissingTime)?;
     let code = code.filter(|c| !c.is_empty()).ok_or(Reason::MissingCode)?;
     let time = parse_time(&time_text)?;
-    if let Some(n) = &nonce {
-        if !valid_nonce(n) {
-            return Err(Reason::BadNonce);
-        }
+    if nonce.as_deref().is_some_and(|n| !valid_nonce(n)) {
+        return Err(Reason::BadNonce);
     }
-    Ok(KnockQuery { time_text, time, code, nonce })
+    Ok(KnockQuery {
+        time_text,
+        time,
+        code,
+        nonce,
+    })
 }
 
 /// Decimal digits only (no sign, no space, no exponent), and not zero:
@@ -64,7 +67,9 @@ fn parse_time(text: &str) -> Result<u64, Reason> {
 
 pub fn valid_nonce(nonce: &str) -> bool {
     (1..=MAX_NONCE_CHARS).contains(&nonce.len())
-        && nonce.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && nonce
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 #[cfg(test)]
@@ -74,14 +79,20 @@ mod tests {
     #[test]
     fn a_legacy_query_parses() {
         let q = parse("time=1700000000&code=abc").unwrap();
-        assert_eq!((q.time, q.time_text.as_str(), q.code.as_str()), (1_700_000_000, "1700000000", "abc"));
+        assert_eq!(
+            (q.time, q.time_text.as_str(), q.code.as_str()),
+            (1_700_000_000, "1700000000", "abc")
+        );
         assert_eq!(q.nonce, None);
     }
 
     #[test]
     fn unknown_parameters_are_ignored_and_order_does_not_matter() {
         let q = parse("x=1&code=abc&nonce=n-1_A&time=5").unwrap();
-        assert_eq!((q.time, q.code.as_str(), q.nonce.as_deref()), (5, "abc", Some("n-1_A")));
+        assert_eq!(
+            (q.time, q.code.as_str(), q.nonce.as_deref()),
+            (5, "abc", Some("n-1_A"))
+        );
     }
 
     #[test]

@@ -49,7 +49,10 @@ mod tests {
         let cache = ReplayCache::default();
         assert!(cache.claim(0, "c", 110, 100));
         assert!(!cache.claim(0, "c", 110, 101));
-        assert!(cache.claim(1, "c", 110, 101), "another client's identical code is its own");
+        assert!(
+            cache.claim(1, "c", 110, 101),
+            "another client's identical code is its own"
+        );
     }
 
     #[test]

@@ -96,7 +96,11 @@ impl SequenceSpec {
         ports.sort_unstable();
         ports.dedup();
         let fits = (1..=MAX_KNOCKS).contains(&length) && ports.len() >= length;
-        (fits && !protocols.is_empty()).then_some(SequenceSpec { length, ports, protocols })
+        (fits && !protocols.is_empty()).then_some(SequenceSpec {
+            length,
+            ports,
+            protocols,
+        })
     }
 
     pub fn length(&self) -> usize {
@@ -137,8 +141,14 @@ mod tests {
     #[test]
     fn the_body_and_the_door_line_have_the_legacy_format() {
         let s = Sequence(vec![
-            Knock { port: 15001, proto: Proto::Tcp },
-            Knock { port: 24999, proto: Proto::Udp },
+            Knock {
+                port: 15001,
+                proto: Proto::Tcp,
+            },
+            Knock {
+                port: 24999,
+                proto: Proto::Udp,
+            },
         ]);
         assert_eq!(s.http_body(), " 15001:tcp 24999:udp");
         assert_eq!(s.door_line(), " 15001:tcp,24999:udp");
@@ -176,7 +186,11 @@ mod tests {
             }
         }
         assert_eq!(protos.len(), 2);
-        assert!(ports.len() > 400, "500 draws from 10001 ports gave only {} distinct", ports.len());
+        assert!(
+            ports.len() > 400,
+            "500 draws from 10001 ports gave only {} distinct",
+            ports.len()
+        );
     }
 
     #[test]
@@ -189,7 +203,10 @@ mod tests {
 
     #[test]
     fn debug_output_hides_the_knocks() {
-        let s = Sequence(vec![Knock { port: 15001, proto: Proto::Tcp }]);
+        let s = Sequence(vec![Knock {
+            port: 15001,
+            proto: Proto::Tcp,
+        }]);
         assert_eq!(format!("{s:?}"), "Sequence(1 knocks)");
     }
 }

@@ -19,7 +19,10 @@ use crate::watcher;
 /// Seconds since the epoch; a clock before 1970 counts as 0 (and every
 /// code then fails the window check rather than panicking).
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Why a verified request got no sequence: each is a 503.
@@ -42,15 +45,28 @@ impl Service {
     /// Builds the service and starts watching the door files. Must run
     /// inside a tokio runtime.
     pub fn new(settings: Settings) -> Result<Arc<Service>, StartupError> {
-        let verifier = Verifier::new(settings.clients.clone(), settings.window, settings.replay_protection);
+        let verifier = Verifier::new(
+            settings.clients.clone(),
+            settings.window,
+            settings.replay_protection,
+        );
         let pool = Pool::new(settings.doors.clone());
-        let files = pool.doors().iter().map(|d| (d.settings.sequence_file.clone(), d.events.clone())).collect();
+        let files = pool
+            .doors()
+            .iter()
+            .map(|d| (d.settings.sequence_file.clone(), d.events.clone()))
+            .collect();
         watcher::spawn(files).map_err(|source| StartupError::Io {
             action: "cannot watch the door files' directory",
             path: settings.doors[0].sequence_file.clone(),
             source,
         })?;
-        Ok(Arc::new(Service { settings, verifier, pool, file_mode: door_file::mode_for_this_process() }))
+        Ok(Arc::new(Service {
+            settings,
+            verifier,
+            pool,
+            file_mode: door_file::mode_for_this_process(),
+        }))
     }
 
     /// Gives every door fresh decoys, so knockd can start and no sequence
@@ -63,18 +79,26 @@ impl Service {
         }
         for lease in &leases {
             let door = lease.door();
-            let contents = self.decoys().map_err(|e| StartupError::Other(format!("cannot draw decoys: {e}")))?;
+            let contents = self
+                .decoys()
+                .map_err(|e| StartupError::Other(format!("cannot draw decoys: {e}")))?;
             let path = &door.settings.sequence_file;
-            door_file::write_atomic(path, &contents, self.file_mode).map_err(|source| StartupError::Io {
-                action: "cannot write the door file",
-                path: path.clone(),
-                source,
+            door_file::write_atomic(path, &contents, self.file_mode).map_err(|source| {
+                StartupError::Io {
+                    action: "cannot write the door file",
+                    path: path.clone(),
+                    source,
+                }
             })?;
         }
         let reloads = leases.iter().map(|lease| async move {
             // The file is already written; only the reload is repeated here.
             if let Ok(elapsed) = self.reload_and_confirm(lease.door()).await {
-                log::info!("event=door-ready door={} reload_ms={:.1}", lease.door().index(), ms(elapsed));
+                log::info!(
+                    "event=door-ready door={} reload_ms={:.1}",
+                    lease.door().index(),
+                    ms(elapsed)
+                );
             }
         });
         futures_util::future::join_all(reloads).await;
@@ -87,7 +111,11 @@ impl Service {
     }
 
     /// Issues a sequence to a verified client at `addr`.
-    pub async fn issue(self: &Arc<Self>, who: &Accepted, addr: IpAddr) -> Result<Sequence, IssueError> {
+    pub async fn issue(
+        self: &Arc<Self>,
+        who: &Accepted,
+        addr: IpAddr,
+    ) -> Result<Sequence, IssueError> {
         let waited = Instant::now();
         let Some(lease) = self.pool.acquire(self.settings.queue_timeout).await else {
             log::warn!(
@@ -102,7 +130,10 @@ impl Service {
         let (sequence, decoy) = match (spec.draw(), spec.draw()) {
             (Ok(s), Ok(d)) => (s, d),
             (Err(e), _) | (_, Err(e)) => {
-                log::error!("event=unavailable client={} addr={addr} reason=no-randomness error=\"{e}\"", who.name);
+                log::error!(
+                    "event=unavailable client={} addr={addr} reason=no-randomness error=\"{e}\"",
+                    who.name
+                );
                 return Err(IssueError::DoorFailed);
             }
         };
@@ -110,7 +141,11 @@ impl Service {
         let used = door.events.next_modify();
         let contents = door_file::contents(&sequence, &decoy);
         let reload_time = self.install(&door, &contents).await.map_err(|()| {
-            log::warn!("event=unavailable client={} addr={addr} reason=door-failed door={}", who.name, door.index());
+            log::warn!(
+                "event=unavailable client={} addr={addr} reason=door-failed door={}",
+                who.name,
+                door.index()
+            );
             IssueError::DoorFailed
         })?;
         log::info!(
@@ -129,7 +164,12 @@ impl Service {
 
     /// Holds the door until knockd marks the sequence used or the TTL
     /// passes; then withdraws it with decoys. Dropping the lease frees it.
-    async fn follow(self: Arc<Self>, lease: Lease, mut used: tokio::sync::watch::Receiver<u64>, client: String) {
+    async fn follow(
+        self: Arc<Self>,
+        lease: Lease,
+        mut used: tokio::sync::watch::Receiver<u64>,
+        client: String,
+    ) {
         let door = lease.door().clone();
         let issued = Instant::now();
         let ttl = self.settings.ttl;
@@ -159,7 +199,8 @@ impl Service {
     async fn install(&self, door: &Arc<Door>, contents: &str) -> Result<Duration, ()> {
         let path = door.settings.sequence_file.clone();
         let (text, mode) = (contents.to_owned(), self.file_mode);
-        let written = tokio::task::spawn_blocking(move || door_file::write_atomic(&path, &text, mode)).await;
+        let written =
+            tokio::task::spawn_blocking(move || door_file::write_atomic(&path, &text, mode)).await;
         match written {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -188,7 +229,9 @@ impl Service {
         }
         // knockd re-opens the file by path while re-reading its config; until
         // then the new sequence is not armed (design, fact 5).
-        match tokio::time::timeout(timeout.saturating_sub(started.elapsed()), opened.changed()).await {
+        match tokio::time::timeout(timeout.saturating_sub(started.elapsed()), opened.changed())
+            .await
+        {
             Ok(Ok(())) => {
                 door.mark_up();
                 Ok(started.elapsed())

@@ -72,7 +72,10 @@ impl Settings {
     /// Loads and checks `file` (plus environment overrides).
     pub fn load(file: &Path) -> Result<Settings, StartupError> {
         let raw = RawConfig::load(file)?;
-        Settings::from_raw(&raw).map_err(|problems| StartupError::Config { file: file.to_path_buf(), problems })
+        Settings::from_raw(&raw).map_err(|problems| StartupError::Config {
+            file: file.to_path_buf(),
+            problems,
+        })
     }
 
     /// Checks every value; all problems are returned, not just the first.
@@ -84,10 +87,25 @@ impl Settings {
         let reload = check_reload(&raw.knockd.reload, &mut p);
         let doors = check_doors(&raw.knockd.doors, reload, &mut p);
         let auth = &raw.auth;
-        p.check(auth.max_age_secs <= 3600, "auth.max_age_secs", "is over an hour", "use a few seconds (default 3)");
-        p.check(auth.max_future_secs <= 3600, "auth.max_future_secs", "is over an hour", "use a few seconds (default 5)");
+        p.check(
+            auth.max_age_secs <= 3600,
+            "auth.max_age_secs",
+            "is over an hour",
+            "use a few seconds (default 3)",
+        );
+        p.check(
+            auth.max_future_secs <= 3600,
+            "auth.max_future_secs",
+            "is over an hour",
+            "use a few seconds (default 5)",
+        );
         let seq = &raw.sequence;
-        p.check(seq.ttl_secs >= 1, "sequence.ttl_secs", "is 0", "give clients at least a few seconds (default 15)");
+        p.check(
+            seq.ttl_secs >= 1,
+            "sequence.ttl_secs",
+            "is 0",
+            "give clients at least a few seconds (default 15)",
+        );
         let k = &raw.knockd;
         p.check(
             (1..=60_000).contains(&k.confirm_timeout_ms),
@@ -95,7 +113,12 @@ impl Settings {
             "must be between 1 and 60000",
             "use the default 2000 unless knockd is slow to reload",
         );
-        p.check(k.queue_timeout_ms <= 600_000, "knockd.queue_timeout_ms", "is over 10 minutes", "use the default 10000");
+        p.check(
+            k.queue_timeout_ms <= 600_000,
+            "knockd.queue_timeout_ms",
+            "is over 10 minutes",
+            "use the default 10000",
+        );
         let admin_listen = parse_optional_addr(&raw.admin.listen, "admin.listen", &mut p);
         if !p.0.is_empty() {
             return Err(p.0);
@@ -103,7 +126,10 @@ impl Settings {
         // Every Option below is Some: a None added a problem above.
         Ok(Settings {
             http: http.expect("checked"),
-            window: Window { max_age_secs: auth.max_age_secs, max_future_secs: auth.max_future_secs },
+            window: Window {
+                max_age_secs: auth.max_age_secs,
+                max_future_secs: auth.max_future_secs,
+            },
             replay_protection: auth.replay_protection,
             clients,
             sequence: sequence.expect("checked"),
@@ -137,11 +163,20 @@ fn check_http(raw: &RawConfig, p: &mut Problems) -> Option<HttpSettings> {
     let listen = match h.listen.parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
-            p.add("http.listen", format!("{:?} is not an address:port", h.listen), "write e.g. \"127.0.0.1:8080\"");
+            p.add(
+                "http.listen",
+                format!("{:?} is not an address:port", h.listen),
+                "write e.g. \"127.0.0.1:8080\"",
+            );
             None
         }
     };
-    p.check(h.path.starts_with('/'), "http.path", "must start with /", "keep the legacy \"/generate.php\"");
+    p.check(
+        h.path.starts_with('/'),
+        "http.path",
+        "must start with /",
+        "keep the legacy \"/generate.php\"",
+    );
     let mut trusted = Vec::new();
     for (i, t) in h.trusted_proxies.iter().enumerate() {
         match parse_net(t) {
@@ -157,30 +192,53 @@ fn check_http(raw: &RawConfig, p: &mut Problems) -> Option<HttpSettings> {
         "x-real-ip" => Some(ClientIpHeader::XRealIp),
         "x-forwarded-for" => Some(ClientIpHeader::XForwardedFor),
         other => {
-            p.add("http.client_ip_header", format!("{other:?} is not supported"), "use \"x-real-ip\" or \"x-forwarded-for\"");
+            p.add(
+                "http.client_ip_header",
+                format!("{other:?} is not supported"),
+                "use \"x-real-ip\" or \"x-forwarded-for\"",
+            );
             None
         }
     };
     let echo = (!h.ip_echo_path.is_empty()).then(|| h.ip_echo_path.clone());
     if let Some(e) = &echo {
-        p.check(e.starts_with('/'), "http.ip_echo_path", "must start with / (or be \"\" to turn it off)", "keep \"/knock-otp/ip\"");
-        p.check(*e != h.path, "http.ip_echo_path", "is the same as http.path", "give the echo its own path");
+        p.check(
+            e.starts_with('/'),
+            "http.ip_echo_path",
+            "must start with / (or be \"\" to turn it off)",
+            "keep \"/knock-otp/ip\"",
+        );
+        p.check(
+            *e != h.path,
+            "http.ip_echo_path",
+            "is the same as http.path",
+            "give the echo its own path",
+        );
     }
     Some(HttpSettings {
         listen: listen?,
         path: h.path.clone(),
-        addr_policy: AddrPolicy { trusted_proxies: trusted, header: header? },
+        addr_policy: AddrPolicy {
+            trusted_proxies: trusted,
+            header: header?,
+        },
         ip_echo_path: echo,
     })
 }
 
 fn parse_net(text: &str) -> Option<IpNet> {
-    text.parse::<IpNet>().ok().or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
 }
 
 fn check_clients(raw: &RawConfig, p: &mut Problems) -> Vec<Client> {
     if raw.clients.is_empty() {
-        p.add("clients", "no client is configured", "add a [[clients]] entry with name, key_file and scheme");
+        p.add(
+            "clients",
+            "no client is configured",
+            "add a [[clients]] entry with name, key_file and scheme",
+        );
     }
     let mut names = HashSet::new();
     let mut clients = Vec::new();
@@ -188,21 +246,51 @@ fn check_clients(raw: &RawConfig, p: &mut Problems) -> Vec<Client> {
         let key = |field: &str| format!("clients[{i}].{field}");
         let name_ok = !c.name.is_empty()
             && c.name.len() <= 64
-            && c.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            && c.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         if !name_ok {
-            p.add(key("name"), format!("{:?} is not a usable name", c.name), "use 1-64 characters of A-Z a-z 0-9 . _ -");
+            p.add(
+                key("name"),
+                format!("{:?} is not a usable name", c.name),
+                "use 1-64 characters of A-Z a-z 0-9 . _ -",
+            );
         } else if !names.insert(c.name.clone()) {
-            p.add(key("name"), format!("{:?} is used twice", c.name), "give every client its own name");
+            p.add(
+                key("name"),
+                format!("{:?} is used twice", c.name),
+                "give every client its own name",
+            );
         }
-        let scheme = c.scheme.parse::<Scheme>().map_err(|e| p.add(key("scheme"), e, "set scheme to legacy-md5 or hmac-sha256")).ok();
+        let scheme = c
+            .scheme
+            .parse::<Scheme>()
+            .map_err(|e| p.add(key("scheme"), e, "set scheme to legacy-md5 or hmac-sha256"))
+            .ok();
         if c.key_file.is_empty() {
-            p.add(key("key_file"), "is missing", "point key_file at a file holding the client's key (mode 600)");
+            p.add(
+                key("key_file"),
+                "is missing",
+                "point key_file at a file holding the client's key (mode 600)",
+            );
             continue;
         }
         let path = PathBuf::from(&c.key_file);
-        let secret = read_key_file(&path).map_err(|e| p.add(key("key_file"), format!("{}: {e}", path.display()), e.fix(&path))).ok();
+        let secret = read_key_file(&path)
+            .map_err(|e| {
+                p.add(
+                    key("key_file"),
+                    format!("{}: {e}", path.display()),
+                    e.fix(&path),
+                )
+            })
+            .ok();
         if let (Some(scheme), Some(key), true) = (scheme, secret, name_ok) {
-            clients.push(Client { name: c.name.clone(), scheme, key });
+            clients.push(Client {
+                name: c.name.clone(),
+                scheme,
+                key,
+            });
         }
     }
     clients
@@ -211,35 +299,78 @@ fn check_clients(raw: &RawConfig, p: &mut Problems) -> Vec<Client> {
 fn check_sequence(raw: &RawConfig, p: &mut Problems) -> Option<SequenceSpec> {
     let s = &raw.sequence;
     let before = p.0.len();
-    p.check((1..=MAX_KNOCKS as u64).contains(&s.length), "sequence.length", "must be between 1 and 32 (knockd's limit)", "use 5, the legacy count");
-    p.check((1..=65535).contains(&s.port_min), "sequence.port_min", "must be a port between 1 and 65535", "use e.g. 15000");
-    p.check((1..=65535).contains(&s.port_max), "sequence.port_max", "must be a port between 1 and 65535", "use e.g. 25000");
-    p.check(s.port_min <= s.port_max, "sequence.port_min", "is above sequence.port_max", "swap them or widen the range");
+    p.check(
+        (1..=MAX_KNOCKS as u64).contains(&s.length),
+        "sequence.length",
+        "must be between 1 and 32 (knockd's limit)",
+        "use 5, the legacy count",
+    );
+    p.check(
+        (1..=65535).contains(&s.port_min),
+        "sequence.port_min",
+        "must be a port between 1 and 65535",
+        "use e.g. 15000",
+    );
+    p.check(
+        (1..=65535).contains(&s.port_max),
+        "sequence.port_max",
+        "must be a port between 1 and 65535",
+        "use e.g. 25000",
+    );
+    p.check(
+        s.port_min <= s.port_max,
+        "sequence.port_min",
+        "is above sequence.port_max",
+        "swap them or widen the range",
+    );
     let mut protocols = Vec::new();
     for (i, name) in s.protocols.iter().enumerate() {
         match name.to_ascii_lowercase().parse::<Proto>() {
             Ok(proto) if !protocols.contains(&proto) => protocols.push(proto),
-            Ok(_) => p.add(format!("sequence.protocols[{i}]"), format!("{name:?} is listed twice"), "list each protocol once"),
-            Err(()) => p.add(format!("sequence.protocols[{i}]"), format!("{name:?} is not tcp or udp"), "use [\"tcp\", \"udp\"]"),
+            Ok(_) => p.add(
+                format!("sequence.protocols[{i}]"),
+                format!("{name:?} is listed twice"),
+                "list each protocol once",
+            ),
+            Err(()) => p.add(
+                format!("sequence.protocols[{i}]"),
+                format!("{name:?} is not tcp or udp"),
+                "use [\"tcp\", \"udp\"]",
+            ),
         }
     }
     if s.protocols.is_empty() {
-        p.add("sequence.protocols", "is empty", "use [\"tcp\", \"udp\"] or one of them");
+        p.add(
+            "sequence.protocols",
+            "is empty",
+            "use [\"tcp\", \"udp\"] or one of them",
+        );
     }
     for (i, port) in s.exclude_ports.iter().enumerate() {
-        p.check((1..=65535).contains(port), &format!("sequence.exclude_ports[{i}]"), "is not a port", "list ports between 1 and 65535");
+        p.check(
+            (1..=65535).contains(port),
+            &format!("sequence.exclude_ports[{i}]"),
+            "is not a port",
+            "list ports between 1 and 65535",
+        );
     }
     if p.0.len() > before {
         return None;
     }
     let excluded: HashSet<u64> = s.exclude_ports.iter().copied().collect();
-    let ports: Vec<u16> = (s.port_min..=s.port_max).filter(|x| !excluded.contains(x)).map(|x| x as u16).collect();
+    let ports: Vec<u16> = (s.port_min..=s.port_max)
+        .filter(|x| !excluded.contains(x))
+        .map(|x| x as u16)
+        .collect();
     let available = ports.len();
     let spec = SequenceSpec::new(s.length as usize, ports, protocols);
     if spec.is_none() {
         p.add(
             "sequence.port_min",
-            format!("the range minus exclude_ports leaves {available} ports, fewer than length {}", s.length),
+            format!(
+                "the range minus exclude_ports leaves {available} ports, fewer than length {}",
+                s.length
+            ),
             "widen port_min..port_max or exclude fewer ports",
         );
     }
@@ -252,7 +383,11 @@ fn check_reload(text: &str, p: &mut Problems) -> Option<ReloadMode> {
         "command" => Some(ReloadMode::Command),
         "none" => Some(ReloadMode::None),
         other => {
-            p.add("knockd.reload", format!("{other:?} is not a reload mode"), "use \"signal\", \"command\" or \"none\"");
+            p.add(
+                "knockd.reload",
+                format!("{other:?} is not a reload mode"),
+                "use \"signal\", \"command\" or \"none\"",
+            );
             None
         }
     }
@@ -273,18 +408,34 @@ fn check_doors(raw: &[RawDoor], reload: Option<ReloadMode>, p: &mut Problems) ->
         let key = |field: &str| format!("knockd.doors[{i}].{field}");
         let file = PathBuf::from(&d.sequence_file);
         if !file.is_absolute() || file.file_name().is_none() {
-            p.add(key("sequence_file"), format!("{:?} is not an absolute file path", d.sequence_file), "use e.g. /var/lib/knock-otp/door-0.seq");
+            p.add(
+                key("sequence_file"),
+                format!("{:?} is not an absolute file path", d.sequence_file),
+                "use e.g. /var/lib/knock-otp/door-0.seq",
+            );
             continue;
         }
         if WEB_ROOTS.iter().any(|root| file.starts_with(root)) {
-            p.add(key("sequence_file"), format!("{} is under a web root", file.display()), "keep door files out of reach of the web server, e.g. in /var/lib/knock-otp");
+            p.add(
+                key("sequence_file"),
+                format!("{} is under a web root", file.display()),
+                "keep door files out of reach of the web server, e.g. in /var/lib/knock-otp",
+            );
         }
         let dir = file.parent().unwrap_or(Path::new("/"));
         if !dir.is_dir() {
-            p.add(key("sequence_file"), format!("directory {} does not exist", dir.display()), format!("create it: install -d -m 750 {}", dir.display()));
+            p.add(
+                key("sequence_file"),
+                format!("directory {} does not exist", dir.display()),
+                format!("create it: install -d -m 750 {}", dir.display()),
+            );
         }
         if !files.insert(file.clone()) {
-            p.add(key("sequence_file"), format!("{} is shared with another door", file.display()), "give every door its own file and its own knockd");
+            p.add(
+                key("sequence_file"),
+                format!("{} is shared with another door", file.display()),
+                "give every door its own file and its own knockd",
+            );
         }
         let knockd = match locate_knockd(d, reload, &key, p) {
             Some(k) => k,
@@ -293,12 +444,21 @@ fn check_doors(raw: &[RawDoor], reload: Option<ReloadMode>, p: &mut Problems) ->
         if knockd != KnockdLocator::Unmanaged && !knockds.insert(knockd.clone()) {
             p.add(key("pidfile"), "names the same knockd as another door", "one knockd process serves one door (design, fact 8): run knockd@N.service per door");
         }
-        doors.push(DoorSettings { index: i, sequence_file: file, knockd });
+        doors.push(DoorSettings {
+            index: i,
+            sequence_file: file,
+            knockd,
+        });
     }
     doors
 }
 
-fn locate_knockd(d: &RawDoor, reload: Option<ReloadMode>, key: &dyn Fn(&str) -> String, p: &mut Problems) -> Option<KnockdLocator> {
+fn locate_knockd(
+    d: &RawDoor,
+    reload: Option<ReloadMode>,
+    key: &dyn Fn(&str) -> String,
+    p: &mut Problems,
+) -> Option<KnockdLocator> {
     match reload? {
         ReloadMode::None => Some(KnockdLocator::Unmanaged),
         ReloadMode::Command if d.reload_command.is_empty() || d.reload_command[0].is_empty() => {
@@ -310,11 +470,19 @@ fn locate_knockd(d: &RawDoor, reload: Option<ReloadMode>, key: &dyn Fn(&str) -> 
             (false, true) => Some(KnockdLocator::Pidfile(PathBuf::from(&d.pidfile))),
             (true, false) => Some(KnockdLocator::SystemdUnit(d.systemd_unit.clone())),
             (true, true) => {
-                p.add(key("pidfile"), "neither pidfile nor systemd_unit is set while knockd.reload = \"signal\"", "set systemd_unit = \"knockd.service\" or the knockd pidfile");
+                p.add(
+                    key("pidfile"),
+                    "neither pidfile nor systemd_unit is set while knockd.reload = \"signal\"",
+                    "set systemd_unit = \"knockd.service\" or the knockd pidfile",
+                );
                 None
             }
             (false, false) => {
-                p.add(key("pidfile"), "both pidfile and systemd_unit are set", "keep one of them");
+                p.add(
+                    key("pidfile"),
+                    "both pidfile and systemd_unit are set",
+                    "keep one of them",
+                );
                 None
             }
         },
@@ -328,7 +496,11 @@ fn parse_optional_addr(text: &str, key: &str, p: &mut Problems) -> Option<Option
     match text.parse() {
         Ok(a) => Some(Some(a)),
         Err(_) => {
-            p.add(key, format!("{text:?} is not an address:port"), "write e.g. \"127.0.0.1:9180\", or \"\" to turn it off");
+            p.add(
+                key,
+                format!("{text:?} is not an address:port"),
+                "write e.g. \"127.0.0.1:9180\", or \"\" to turn it off",
+            );
             None
         }
     }

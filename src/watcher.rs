@@ -24,7 +24,10 @@ pub struct DoorEvents {
 
 impl Default for DoorEvents {
     fn default() -> Self {
-        DoorEvents { opened: watch::Sender::new(0), modified: watch::Sender::new(0) }
+        DoorEvents {
+            opened: watch::Sender::new(0),
+            modified: watch::Sender::new(0),
+        }
     }
 }
 
@@ -50,7 +53,8 @@ impl DoorEvents {
 /// Starts one inotify reader per directory holding door files. Must be
 /// called inside a tokio runtime; the readers live as long as it does.
 pub fn spawn(files: Vec<(PathBuf, std::sync::Arc<DoorEvents>)>) -> io::Result<()> {
-    let mut by_dir: HashMap<PathBuf, HashMap<OsString, std::sync::Arc<DoorEvents>>> = HashMap::new();
+    let mut by_dir: HashMap<PathBuf, HashMap<OsString, std::sync::Arc<DoorEvents>>> =
+        HashMap::new();
     for (path, events) in files {
         let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
         let name = path.file_name().map(OsString::from).unwrap_or_default();
@@ -58,9 +62,15 @@ pub fn spawn(files: Vec<(PathBuf, std::sync::Arc<DoorEvents>)>) -> io::Result<()
     }
     for (dir, names) in by_dir {
         let inotify = Inotify::init()?;
-        inotify.watches().add(&dir, WatchMask::OPEN | WatchMask::MODIFY | WatchMask::ONLYDIR).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot watch {}: {e}", dir.display()))
-        })?;
+        inotify
+            .watches()
+            .add(
+                &dir,
+                WatchMask::OPEN | WatchMask::MODIFY | WatchMask::ONLYDIR,
+            )
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot watch {}: {e}", dir.display()))
+            })?;
         let mut stream = inotify.into_event_stream([0u8; 4096])?;
         tokio::spawn(async move {
             while let Some(event) = stream.next().await {
@@ -72,10 +82,15 @@ pub fn spawn(files: Vec<(PathBuf, std::sync::Arc<DoorEvents>)>) -> io::Result<()
                     }
                 };
                 if event.mask.contains(EventMask::Q_OVERFLOW) {
-                    log::warn!("event=watch-overflow dir={} note=\"door events may be missed\"", dir.display());
+                    log::warn!(
+                        "event=watch-overflow dir={} note=\"door events may be missed\"",
+                        dir.display()
+                    );
                     continue;
                 }
-                let Some(door) = event.name.and_then(|n| names.get(&n)) else { continue };
+                let Some(door) = event.name.and_then(|n| names.get(&n)) else {
+                    continue;
+                };
                 if event.mask.contains(EventMask::OPEN) {
                     door.opened.send_modify(|n| *n += 1);
                 }
@@ -105,14 +120,25 @@ mod tests {
         let mut opened = events.next_open();
         std::fs::write(dir.path().join("other"), "x").unwrap();
         let _ = std::fs::File::open(&door).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), opened.changed()).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), opened.changed())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(*events.opened.borrow(), 1);
 
         let mut modified = events.next_modify();
         std::fs::OpenOptions::new().write(true).open(&door).unwrap();
         use std::io::Write;
-        std::fs::OpenOptions::new().write(true).open(&door).unwrap().write_all(b"#").unwrap();
-        tokio::time::timeout(Duration::from_secs(5), modified.changed()).await.unwrap().unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&door)
+            .unwrap()
+            .write_all(b"#")
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), modified.changed())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(*events.modified.borrow(), 1);
     }
 }

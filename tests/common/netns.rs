@@ -1,0 +1,1 @@
+//! Network namespace fixtures (filled in with the many-clients tests).
