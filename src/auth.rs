@@ -105,21 +105,22 @@ pub struct Accepted {
     pub(crate) code: String,
 }
 
-/// Checks codes against every configured client.
+/// Checks codes against every configured client. A new verifier replaces
+/// the old one on a configuration reload; the replay cache is handed in
+/// so that it outlives both.
 #[derive(Debug)]
 pub struct Verifier {
     clients: Vec<Client>,
     window: Window,
-    replay: Option<ReplayCache>,
+    replay_protection: bool,
 }
 
 impl Verifier {
     pub fn new(clients: Vec<Client>, window: Window, replay_protection: bool) -> Self {
-        let replay = replay_protection.then(ReplayCache::default);
         Verifier {
             clients,
             window,
-            replay,
+            replay_protection,
         }
     }
 
@@ -133,6 +134,7 @@ impl Verifier {
         query: &KnockQuery,
         ip: &str,
         now: u64,
+        replay: &ReplayCache,
     ) -> Result<Accepted, (Reason, Option<String>)> {
         // The legacy script refused `time < now - 3`, so `now - 3` itself passes.
         if query.time.saturating_add(self.window.max_age_secs) < now {
@@ -145,9 +147,9 @@ impl Verifier {
             .matching_client(query, ip)
             .ok_or((Reason::BadCode, None))?;
         let name = self.clients[client].name.clone();
-        if let Some(replay) = &self.replay {
+        if self.replay_protection {
             let expires = query.time.saturating_add(self.window.max_age_secs);
-            if !replay.claim(client, &query.code, expires, now) {
+            if !replay.claim(&name, &query.code, expires, now) {
                 return Err((Reason::Replay, Some(name)));
             }
         }
@@ -156,13 +158,6 @@ impl Verifier {
             name,
             code: query.code.clone(),
         })
-    }
-
-    /// Gives the code of a request that got no sequence back to its client.
-    pub fn release(&self, accepted: &Accepted) {
-        if let Some(replay) = &self.replay {
-            replay.release(accepted.client, &accepted.code);
-        }
     }
 
     /// Every client is tried, so the time taken does not depend on which
@@ -260,7 +255,25 @@ mod tests {
         );
     }
 
-    fn verifier() -> Verifier {
+    /// A verifier with its own replay cache, as the service holds them.
+    struct V(Verifier, ReplayCache);
+
+    impl V {
+        fn verify(
+            &self,
+            q: &KnockQuery,
+            ip: &str,
+            now: u64,
+        ) -> Result<Accepted, (Reason, Option<String>)> {
+            self.0.verify(q, ip, now, &self.1)
+        }
+
+        fn release(&self, a: &Accepted) {
+            self.1.release(&a.name, &a.code);
+        }
+    }
+
+    fn verifier() -> V {
         let clients = vec![
             Client {
                 name: "laptop".into(),
@@ -273,14 +286,11 @@ mod tests {
                 key: Secret::new(b"two".to_vec()),
             },
         ];
-        Verifier::new(
-            clients,
-            Window {
-                max_age_secs: 3,
-                max_future_secs: 5,
-            },
-            true,
-        )
+        let window = Window {
+            max_age_secs: 3,
+            max_future_secs: 5,
+        };
+        V(Verifier::new(clients, window, true), ReplayCache::default())
     }
 
     fn query(key: &[u8], scheme: Scheme, time: u64, nonce: Option<&str>) -> KnockQuery {

@@ -19,6 +19,7 @@ pub struct RawConfig {
     pub clients: Vec<RawClient>,
     pub sequence: RawSequence,
     pub knockd: RawKnockd,
+    pub limits: RawLimits,
     pub admin: RawAdmin,
 }
 
@@ -126,6 +127,26 @@ pub struct RawDoor {
     pub pidfile: String,
     pub systemd_unit: String,
     pub reload_command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLimits {
+    pub rejects_per_minute: u32,
+    pub reject_burst: u32,
+    pub issues_per_minute: u32,
+    pub issue_burst: u32,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            rejects_per_minute: 30,
+            reject_burst: 20,
+            issues_per_minute: 60,
+            issue_burst: 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -64,7 +64,7 @@ pub fn run(args: &DemoArgs) -> Result<(), StartupError> {
         file: "(demo defaults)".into(),
         problems,
     })?;
-    crate::http::serve(settings, |addr| {
+    crate::http::serve(settings, None, |addr| {
         print_instructions(addr, &dir_path, with_knockd)
     })
 }

@@ -22,6 +22,7 @@ const RETRY_DOWN_DOOR_AFTER: Duration = Duration::from_secs(5);
 struct Down {
     since: Instant,
     opens_seen: u64,
+    why: String,
 }
 
 #[derive(Debug)]
@@ -57,6 +58,7 @@ impl Door {
         *down = Some(Down {
             since: Instant::now(),
             opens_seen: self.events.opens_so_far(),
+            why: why.to_owned(),
         });
     }
 
@@ -71,6 +73,14 @@ impl Door {
         match &*self.down() {
             None => true,
             Some(d) => self.events.opens_so_far() != d.opens_seen,
+        }
+    }
+
+    /// Why the door is set aside, unless its knockd has shown life since.
+    pub fn down_reason(&self) -> Option<String> {
+        match &*self.down() {
+            Some(d) if self.events.opens_so_far() == d.opens_seen => Some(d.why.clone()),
+            _ => None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! and writes responses; deciding is left to `auth` and `service`.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderValue};
@@ -55,22 +56,34 @@ async fn knock(req: &HttpRequest, service: &Arc<Service>) -> HttpResponse {
     let addr = match client_addr(req, service) {
         Ok(addr) => addr,
         Err(reason) => {
-            let peer = req.peer_addr().map(|p| p.ip().to_canonical().to_string());
-            return refuse(&peer.unwrap_or_else(|| "unknown".into()), reason, None);
+            let peer = req
+                .peer_addr()
+                .map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip().to_canonical());
+            return refuse(service, peer, reason, None);
         }
     };
-    let addr_text = addr.to_string();
+    // An address out of rejection budget is not even checked: no work for
+    // a flood, and no way to keep guessing.
+    if service.limits.address_blocked(addr) {
+        service.metrics.reject(Reason::OverBudget);
+        log::debug!("event=reject addr={addr} reason=over-budget");
+        return teapot_response();
+    }
     if req.method() != Method::GET {
-        return refuse(&addr_text, Reason::BadMethod, None);
+        return refuse(service, addr, Reason::BadMethod, None);
     }
     let query = match query::parse(req.query_string()) {
         Ok(q) => q,
-        Err(reason) => return refuse(&addr_text, reason, None),
+        Err(reason) => return refuse(service, addr, reason, None),
     };
-    let accepted = match service.verifier.verify(&query, &addr_text, unix_now()) {
+    let accepted = match service.verify(&query, &addr.to_string(), unix_now()) {
         Ok(a) => a,
-        Err((reason, client)) => return refuse(&addr_text, reason, client.as_deref()),
+        Err((reason, client)) => return refuse(service, addr, reason, client.as_deref()),
     };
+    if !service.limits.allow_issue(&accepted.name) {
+        service.release_code(&accepted);
+        return refuse(service, addr, Reason::OverBudget, Some(&accepted.name));
+    }
     match service.issue(&accepted, addr).await {
         Ok(sequence) => HttpResponse::Ok()
             .content_type("text/html; charset=UTF-8")
@@ -78,17 +91,24 @@ async fn knock(req: &HttpRequest, service: &Arc<Service>) -> HttpResponse {
             .body(sequence.http_body()),
         Err(err) => {
             // No sequence went out, so the code was not used up.
-            service.verifier.release(&accepted);
+            service.release_code(&accepted);
             unavailable(err)
         }
     }
 }
 
-/// The teapot, identical for every reason; the reason goes to the log.
-fn refuse(addr: &str, reason: Reason, client: Option<&str>) -> HttpResponse {
+/// The teapot, identical for every reason; the reason goes to the log and
+/// counts against the address's rejection budget.
+fn refuse(service: &Service, addr: IpAddr, reason: Reason, client: Option<&str>) -> HttpResponse {
+    service.metrics.reject(reason);
     match client {
         Some(name) => log::warn!("event=reject addr={addr} reason={reason} client={name}"),
         None => log::warn!("event=reject addr={addr} reason={reason}"),
+    }
+    if service.limits.charge_rejection(addr) {
+        log::warn!(
+            "event=reject addr={addr} reason=over-budget note=\"further requests refused unread for a while\""
+        );
     }
     teapot_response()
 }
@@ -130,8 +150,14 @@ fn echo(req: &HttpRequest, service: &Service) -> HttpResponse {
     }
 }
 
-/// Runs the service until SIGINT or SIGTERM; in-flight requests finish.
-pub fn serve(settings: Settings, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartupError> {
+/// Runs the service until SIGINT or SIGTERM (in-flight requests finish).
+/// SIGHUP re-reads `config` for new clients and keys. `on_ready` gets the
+/// bound address once the listener is open.
+pub fn serve(
+    settings: Settings,
+    config: Option<PathBuf>,
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<(), StartupError> {
     actix_web::rt::System::new().block_on(async move {
         let listen = settings.http.listen;
         let service = Service::new(settings)?;
@@ -145,19 +171,27 @@ pub fn serve(settings: Settings, on_ready: impl FnOnce(SocketAddr)) -> Result<()
                 source,
             })?;
         let bound = server.addrs().first().copied().unwrap_or(listen);
+        let admin = crate::admin::server(&service)?;
+        if let Some(path) = config {
+            crate::admin::reload_on_sighup(service.clone(), path)?;
+        }
         log::info!(
             "event=start version={} listen={bound} path={} doors={} reload={:?} clients={}",
             env!("CARGO_PKG_VERSION"),
             service.settings.http.path,
             service.pool.doors().len(),
             service.settings.reload,
-            service.verifier.clients().len()
+            service.client_count()
         );
         let running = server.run();
         on_ready(bound);
-        running
-            .await
-            .map_err(|e| StartupError::Other(format!("HTTP server failed: {e}")))?;
+        let result = match admin {
+            Some(admin) => futures_util::future::try_join(running, admin)
+                .await
+                .map(drop),
+            None => running.await,
+        };
+        result.map_err(|e| StartupError::Other(format!("HTTP server failed: {e}")))?;
         log::info!("event=stop");
         Ok(())
     })

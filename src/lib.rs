@@ -5,6 +5,7 @@
 //! knockd door, `sequence` draws the knocks, `door_file` writes them where
 //! knockd reads, `knockd` makes knockd re-read and `watcher` sees it do so.
 
+pub mod admin;
 pub mod auth;
 pub mod check;
 pub mod cli;
@@ -17,7 +18,9 @@ pub mod error;
 pub mod http;
 pub mod keys;
 pub mod knockd;
+pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod query;
 pub mod replay;
 pub mod sequence;
@@ -37,7 +40,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, StartupError> {
         Command::Serve(args) => {
             logging::init();
             let settings = settings::Settings::load(&args.config)?;
-            http::serve(settings, |_| ())?;
+            http::serve(settings, Some(args.config), |_| ())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(args) => Ok(check::run(&args.config)),

@@ -7,16 +7,17 @@ use std::sync::Mutex;
 
 #[derive(Debug, Default)]
 pub struct ReplayCache {
-    /// (client index, code) -> unix second after which the entry is moot.
-    seen: Mutex<HashMap<(usize, String), u64>>,
+    /// (client name, code) -> unix second after which the entry is moot.
+    /// Keyed by name so the cache survives a configuration reload.
+    seen: Mutex<HashMap<(String, String), u64>>,
 }
 
 impl ReplayCache {
     /// Records the code; false when it was already recorded and still live.
-    pub fn claim(&self, client: usize, code: &str, expires: u64, now: u64) -> bool {
+    pub fn claim(&self, client: &str, code: &str, expires: u64, now: u64) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.retain(|_, exp| *exp >= now);
-        let key = (client, code.to_owned());
+        let key = (client.to_owned(), code.to_owned());
         if seen.contains_key(&key) {
             return false;
         }
@@ -26,9 +27,9 @@ impl ReplayCache {
 
     /// Gives a code back when no sequence was handed out for it (a 503), so
     /// the client may try again within its window.
-    pub fn release(&self, client: usize, code: &str) {
+    pub fn release(&self, client: &str, code: &str) {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.remove(&(client, code.to_owned()));
+        seen.remove(&(client.to_owned(), code.to_owned()));
     }
 
     pub fn len(&self) -> usize {
@@ -47,10 +48,10 @@ mod tests {
     #[test]
     fn a_code_is_claimed_once() {
         let cache = ReplayCache::default();
-        assert!(cache.claim(0, "c", 110, 100));
-        assert!(!cache.claim(0, "c", 110, 101));
+        assert!(cache.claim("a", "c", 110, 100));
+        assert!(!cache.claim("a", "c", 110, 101));
         assert!(
-            cache.claim(1, "c", 110, 101),
+            cache.claim("b", "c", 110, 101),
             "another client's identical code is its own"
         );
     }
@@ -58,16 +59,16 @@ mod tests {
     #[test]
     fn a_released_code_can_be_claimed_again() {
         let cache = ReplayCache::default();
-        assert!(cache.claim(0, "c", 110, 100));
-        cache.release(0, "c");
-        assert!(cache.claim(0, "c", 110, 100));
+        assert!(cache.claim("a", "c", 110, 100));
+        cache.release("a", "c");
+        assert!(cache.claim("a", "c", 110, 100));
     }
 
     #[test]
     fn entries_past_their_window_are_dropped() {
         let cache = ReplayCache::default();
-        assert!(cache.claim(0, "old", 104, 100));
-        assert!(cache.claim(0, "new", 200, 105));
+        assert!(cache.claim("a", "old", 104, 100));
+        assert!(cache.claim("a", "new", 200, 105));
         assert_eq!(cache.len(), 1);
     }
 }

@@ -4,7 +4,7 @@
 //! lease then follows the sequence until it is used or withdrawn.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::auth::{Accepted, Verifier};
@@ -12,8 +12,13 @@ use crate::door_file;
 use crate::doors::{Door, Lease, Pool};
 use crate::error::StartupError;
 use crate::knockd;
+use crate::limits::Limits;
+use crate::metrics::{DoorGauge, Metrics};
+use crate::query::KnockQuery;
+use crate::replay::ReplayCache;
 use crate::sequence::Sequence;
 use crate::settings::{ReloadMode, Settings};
+use crate::teapot::Reason;
 use crate::watcher;
 
 /// Seconds since the epoch; a clock before 1970 counts as 0 (and every
@@ -35,9 +40,14 @@ pub enum IssueError {
 }
 
 pub struct Service {
+    /// The settings the service started with. `[[clients]]` and `[auth]`
+    /// may since have been replaced by a reload (see `reload_clients`).
     pub settings: Settings,
-    pub verifier: Verifier,
+    verifier: RwLock<Arc<Verifier>>,
+    replay: ReplayCache,
     pub pool: Arc<Pool>,
+    pub metrics: Metrics,
+    pub limits: Limits,
     file_mode: u32,
 }
 
@@ -61,12 +71,81 @@ impl Service {
             path: settings.doors[0].sequence_file.clone(),
             source,
         })?;
+        let limits = Limits::new(settings.reject_budget, settings.issue_budget);
         Ok(Arc::new(Service {
             settings,
-            verifier,
+            verifier: RwLock::new(Arc::new(verifier)),
+            replay: ReplayCache::default(),
             pool,
+            metrics: Metrics::default(),
+            limits,
             file_mode: door_file::mode_for_this_process(),
         }))
+    }
+
+    fn verifier(&self) -> Arc<Verifier> {
+        self.verifier
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Verifies a request from `addr` with the current clients.
+    pub fn verify(
+        &self,
+        query: &KnockQuery,
+        addr: &str,
+        now: u64,
+    ) -> Result<Accepted, (Reason, Option<String>)> {
+        self.verifier().verify(query, addr, now, &self.replay)
+    }
+
+    /// Gives the code of a request that got no sequence back to its client.
+    pub fn release_code(&self, accepted: &Accepted) {
+        self.replay.release(&accepted.name, &accepted.code);
+    }
+
+    pub fn client_count(&self) -> usize {
+        self.verifier().clients().len()
+    }
+
+    /// Takes new clients, keys and time window from a re-read
+    /// configuration; requests in flight finish with the old ones and the
+    /// replay cache carries over. Other sections need a restart.
+    pub fn reload_clients(&self, new: &Settings) {
+        let verifier = Verifier::new(new.clients.clone(), new.window, new.replay_protection);
+        *self.verifier.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(verifier);
+    }
+
+    /// Every door's state for `/healthz` and `/metrics`: `Err` says why a
+    /// door cannot open now (its knockd is gone or did not take a reload).
+    pub async fn door_health(&self) -> Vec<(usize, Result<(), String>)> {
+        let mut out = Vec::new();
+        for door in self.pool.doors() {
+            let state = match door.down_reason() {
+                Some(why) => Err(why),
+                None if self.settings.reload == ReloadMode::None => Ok(()),
+                None => knockd::find_pid(&door.settings.knockd)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+            };
+            out.push((door.index(), state));
+        }
+        out
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        let doors: Vec<DoorGauge> = self
+            .door_health()
+            .await
+            .into_iter()
+            .map(|(index, state)| DoorGauge {
+                index,
+                knockd_up: state.is_ok(),
+            })
+            .collect();
+        self.metrics.render(self.pool.busy(), &doors)
     }
 
     /// Gives every door fresh decoys, so knockd can start and no sequence
@@ -123,6 +202,7 @@ impl Service {
                 who.name,
                 ms(waited.elapsed())
             );
+            self.metrics.unavailable(true);
             return Err(IssueError::QueueTimeout);
         };
         let door = lease.door().clone();
@@ -134,6 +214,7 @@ impl Service {
                     "event=unavailable client={} addr={addr} reason=no-randomness error=\"{e}\"",
                     who.name
                 );
+                self.metrics.unavailable(false);
                 return Err(IssueError::DoorFailed);
             }
         };
@@ -146,6 +227,7 @@ impl Service {
                 who.name,
                 door.index()
             );
+            self.metrics.unavailable(false);
             IssueError::DoorFailed
         })?;
         log::info!(
@@ -156,6 +238,7 @@ impl Service {
             ms(reload_time),
             ms(waited.elapsed())
         );
+        self.metrics.issue();
         let service = self.clone();
         let client = who.name.clone();
         tokio::spawn(async move { service.follow(lease, used, client).await });
@@ -176,6 +259,7 @@ impl Service {
         tokio::select! {
             changed = used.changed() => {
                 if changed.is_ok() {
+                    self.metrics.used();
                     log::info!("event=used door={} client={client} after_ms={:.0}", door.index(), ms(issued.elapsed()));
                 }
             }
@@ -185,6 +269,7 @@ impl Service {
                     Err(_) => false,
                 };
                 if withdrawn {
+                    self.metrics.withdrawn();
                     log::info!("event=withdrawn door={} client={client} after_s={}", door.index(), ttl.as_secs());
                 } else {
                     log::error!("event=withdraw-failed door={} client={client} note=\"the sequence may stay valid until the next issue on this door\"", door.index());
@@ -217,6 +302,14 @@ impl Service {
     }
 
     async fn reload_and_confirm(&self, door: &Arc<Door>) -> Result<Duration, ()> {
+        let result = self.reload_and_confirm_once(door).await;
+        if self.settings.reload != ReloadMode::None {
+            self.metrics.reload(result);
+        }
+        result
+    }
+
+    async fn reload_and_confirm_once(&self, door: &Arc<Door>) -> Result<Duration, ()> {
         let started = Instant::now();
         if self.settings.reload == ReloadMode::None {
             return Ok(started.elapsed());

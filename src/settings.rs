@@ -15,6 +15,7 @@ use crate::client_addr::{AddrPolicy, ClientIpHeader};
 use crate::config::{RawConfig, RawDoor};
 use crate::error::{ConfigProblem, StartupError};
 use crate::keys::read_key_file;
+use crate::limits::Budget;
 use crate::sequence::{MAX_KNOCKS, Proto, SequenceSpec};
 
 /// How knockd is told to re-read its door file.
@@ -61,6 +62,10 @@ pub struct Settings {
     pub confirm_timeout: Duration,
     pub queue_timeout: Duration,
     pub doors: Vec<DoorSettings>,
+    /// Rejected requests per client address; `None` when turned off.
+    pub reject_budget: Option<Budget>,
+    /// Issues per client; `None` when turned off.
+    pub issue_budget: Option<Budget>,
     pub admin_listen: Option<SocketAddr>,
 }
 
@@ -138,6 +143,8 @@ impl Settings {
             confirm_timeout: Duration::from_millis(k.confirm_timeout_ms),
             queue_timeout: Duration::from_millis(k.queue_timeout_ms),
             doors,
+            reject_budget: Budget::new(raw.limits.rejects_per_minute, raw.limits.reject_burst),
+            issue_budget: Budget::new(raw.limits.issues_per_minute, raw.limits.issue_burst),
             admin_listen: admin_listen.unwrap_or(None),
         })
     }

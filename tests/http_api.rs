@@ -44,6 +44,9 @@ fn fixture(edit: impl FnOnce(&mut RawConfig)) -> Fixture {
         scheme: "hmac-sha256".into(),
     });
     raw.knockd.reload = "none".into();
+    // Budgets have their own tests; here they would get in the way.
+    raw.limits.rejects_per_minute = 0;
+    raw.limits.issues_per_minute = 0;
     raw.knockd.doors.push(RawDoor {
         sequence_file: dir.path().join("door-0.seq").display().to_string(),
         ..RawDoor::default()
@@ -421,4 +424,116 @@ async fn with_the_only_door_busy_a_request_waits_then_gets_503_with_retry_after(
     assert_eq!(headers.get("retry-after").unwrap(), "2");
     // The 503 did not use the code up.
     assert!(f.service.pool.busy() == 1);
+}
+
+#[actix_web::test]
+async fn an_address_over_its_rejection_budget_gets_the_teapot_even_with_a_valid_code() {
+    let f = fixture(|raw| {
+        raw.limits.rejects_per_minute = 1;
+        raw.limits.reject_burst = 3;
+    });
+    for _ in 0..4 {
+        assert_eq!(
+            get(&f, "/generate.php?time=1&code=x").await.0,
+            StatusCode::IM_A_TEAPOT
+        );
+    }
+    let (status, body) = get(
+        &f,
+        &format!("/generate.php?{}", legacy_query("203.0.113.7", unix_now())),
+    )
+    .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::IM_A_TEAPOT, teapot::BODY)
+    );
+    assert_eq!(f.service.metrics.rejections(teapot::Reason::OverBudget), 1);
+    // Another address is not affected.
+    let other = "198.51.100.3:1000";
+    let (status, _, _) = send(
+        &f,
+        Method::GET,
+        &format!("/generate.php?{}", legacy_query("198.51.100.3", unix_now())),
+        other,
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn a_client_over_its_issue_budget_gets_the_teapot() {
+    let f = fixture(|raw| {
+        raw.limits.issues_per_minute = 1;
+        raw.limits.issue_burst = 1;
+        raw.knockd.doors.push(RawDoor {
+            sequence_file: raw.knockd.doors[0]
+                .sequence_file
+                .replace("door-0", "door-1"),
+            ..RawDoor::default()
+        });
+    });
+    let now = unix_now();
+    assert_eq!(
+        get(
+            &f,
+            &format!("/generate.php?{}", hmac_query("203.0.113.7", now, "a"))
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    let (status, body) = get(
+        &f,
+        &format!("/generate.php?{}", hmac_query("203.0.113.7", now, "b")),
+    )
+    .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::IM_A_TEAPOT, teapot::BODY)
+    );
+    assert_eq!(f.service.pool.busy(), 1, "the refused request took no door");
+    // The laptop's own budget is untouched.
+    assert_eq!(
+        get(
+            &f,
+            &format!("/generate.php?{}", legacy_query("203.0.113.7", now))
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+}
+
+#[actix_web::test]
+async fn metrics_and_health_report_what_happened() {
+    let f = fixture(|_| {});
+    let admin =
+        test::init_service(App::new().configure(knock_otp::admin::configure(f.service.clone())))
+            .await;
+    get(&f, "/generate.php?time=1&code=x").await;
+    get(
+        &f,
+        &format!("/generate.php?{}", legacy_query("203.0.113.7", unix_now())),
+    )
+    .await;
+    let resp = test::call_service(
+        &admin,
+        test::TestRequest::get().uri("/metrics").to_request(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+    assert!(text.contains("knock_otp_issues_total 1\n"), "{text}");
+    assert!(
+        text.contains("knock_otp_rejections_total{reason=\"time-too-old\"} 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("knock_otp_doors_busy 1\n"), "{text}");
+    let resp = test::call_service(
+        &admin,
+        test::TestRequest::get().uri("/healthz").to_request(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
 }

@@ -88,6 +88,8 @@ scheme = "hmac-sha256"
 [sequence]
 port_min = {port_min}
 port_max = {port_max}
+[limits]
+issues_per_minute = 0
 [knockd]
 reload = "signal"
 confirm_timeout_ms = 5000
