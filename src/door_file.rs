@@ -75,6 +75,26 @@ pub fn is_valid_line(line: &str) -> bool {
         })
 }
 
+/// Removes temporary files a killed knock-otp left next to `path`
+/// (`.NAME.*.tmp`); returns how many went.
+pub fn remove_stale_temps(path: &Path) -> usize {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return 0;
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with(&prefix) && n.ends_with(".tmp")
+        })
+        .filter(|e| fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 /// Reads a door file's metadata for `check`: its mode must give others nothing.
 pub fn others_have_access(path: &Path) -> io::Result<bool> {
     Ok(fs::metadata(path)?.permissions().mode() & 0o007 != 0)
@@ -128,6 +148,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing-dir").join("door-0.seq");
         assert!(write_atomic(&path, " 1:tcp\n", 0o600).is_err());
+    }
+
+    #[test]
+    fn stale_temporary_files_are_removed_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("door-0.seq");
+        fs::write(dir.path().join(".door-0.seq.abc123.tmp"), "x").unwrap();
+        fs::write(dir.path().join(".door-1.seq.abc123.tmp"), "x").unwrap();
+        fs::write(&path, " 1:tcp\n").unwrap();
+        assert_eq!(remove_stale_temps(&path), 1);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 
     #[test]

@@ -182,6 +182,7 @@ impl Pool {
             }
             let (tx, rx) = oneshot::channel();
             st.waiters.push_back(tx);
+            log::debug!("event=queued waiting={}", st.waiters.len());
             rx
         };
         // A lease sent just as the timeout fires is dropped with `rx` and

@@ -89,20 +89,53 @@ async fn systemd_main_pid(unit: &str) -> Result<i32, ReloadError> {
 
 /// Makes the door's knockd re-read its configuration and door file.
 /// Returning means the request went out, not that knockd has acted:
-/// the caller waits for the re-open (see `watcher`).
-pub async fn reload(locator: &KnockdLocator, timeout: Duration) -> Result<(), ReloadError> {
+/// the caller waits for the re-open (see `watcher`). Returns the pid
+/// signalled, when there is one.
+pub async fn reload(
+    locator: &KnockdLocator,
+    timeout: Duration,
+) -> Result<Option<i32>, ReloadError> {
     match locator {
-        KnockdLocator::Unmanaged => Ok(()),
+        KnockdLocator::Unmanaged => Ok(None),
         KnockdLocator::Command(argv) => run_with_timeout(&argv[0], &argv[1..], timeout)
             .await
-            .map(drop),
+            .map(|_| None),
         _ => {
             let pid = find_pid(locator)
                 .await?
                 .ok_or_else(|| ReloadError::NotRunning("no pid".into()))?;
             kill(Pid::from_raw(pid), Signal::SIGHUP)
-                .map_err(|errno| ReloadError::SignalFailed { pid, errno })
+                .map_err(|errno| ReloadError::SignalFailed { pid, errno })?;
+            Ok(Some(pid))
         }
+    }
+}
+
+/// Waits until knockd has left its SIGHUP handler. knockd re-opens the
+/// door file early in the handler and installs the new packet filter at
+/// its end; a knock arriving in between is dropped by the old filter
+/// (design, fact 5). knockd is single-threaded, so once it is no longer
+/// running ('R') it is back waiting for packets with the new filter.
+/// There is no event for that, so this polls /proc/PID/stat, which any
+/// user may read; knockd is usually done before the first look.
+pub async fn wait_until_idle(pid: i32, timeout: Duration) -> Result<(), ReloadError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_err(|_| ReloadError::NotRunning(format!("process {pid} is gone")))?;
+        // The state follows the command name, which is in parentheses.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        if state != Some('R') {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ReloadError::NotRunning(format!(
+                "knockd pid {pid} stayed busy for {timeout:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
     }
 }
 
@@ -164,6 +197,20 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, ReloadError::NotRunning(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_sleeping_process_counts_as_idle_and_a_missing_one_as_gone() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        // `sleep` may not have reached its nanosleep yet: give it the full timeout.
+        assert!(wait_until_idle(pid, Duration::from_secs(10)).await.is_ok());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(wait_until_idle(pid, Duration::from_secs(1)).await.is_err());
     }
 
     #[tokio::test]

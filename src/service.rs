@@ -162,6 +162,13 @@ impl Service {
                 .decoys()
                 .map_err(|e| StartupError::Other(format!("cannot draw decoys: {e}")))?;
             let path = &door.settings.sequence_file;
+            let stale = door_file::remove_stale_temps(path);
+            if stale > 0 {
+                log::warn!(
+                    "event=stale-temp-removed door={} count={stale}",
+                    door.index()
+                );
+            }
             door_file::write_atomic(path, &contents, self.file_mode).map_err(|source| {
                 StartupError::Io {
                     action: "cannot write the door file",
@@ -316,28 +323,36 @@ impl Service {
         }
         let timeout = self.settings.confirm_timeout;
         let mut opened = door.events.next_open();
-        if let Err(e) = knockd::reload(&door.settings.knockd, timeout).await {
-            door.mark_down(&e.to_string());
-            return Err(());
-        }
+        let pid = match knockd::reload(&door.settings.knockd, timeout).await {
+            Ok(pid) => pid,
+            Err(e) => {
+                door.mark_down(&e.to_string());
+                return Err(());
+            }
+        };
         // knockd re-opens the file by path while re-reading its config; until
         // then the new sequence is not armed (design, fact 5).
-        match tokio::time::timeout(timeout.saturating_sub(started.elapsed()), opened.changed())
-            .await
-        {
-            Ok(Ok(())) => {
-                door.mark_up();
-                Ok(started.elapsed())
-            }
-            _ => {
-                door.mark_down(&format!(
-                    "knockd did not re-open {} within {} ms; check that it runs with this door file and can read it",
-                    door.settings.sequence_file.display(),
-                    timeout.as_millis()
-                ));
-                Err(())
+        let left = timeout.saturating_sub(started.elapsed());
+        if !matches!(
+            tokio::time::timeout(left, opened.changed()).await,
+            Ok(Ok(()))
+        ) {
+            door.mark_down(&format!(
+                "knockd did not re-open {} within {} ms; check that it runs with this door file and can read it",
+                door.settings.sequence_file.display(),
+                timeout.as_millis()
+            ));
+            return Err(());
+        }
+        if let Some(pid) = pid {
+            let left = timeout.saturating_sub(started.elapsed());
+            if let Err(e) = knockd::wait_until_idle(pid, left).await {
+                door.mark_down(&e.to_string());
+                return Err(());
             }
         }
+        door.mark_up();
+        Ok(started.elapsed())
     }
 }
 

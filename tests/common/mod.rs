@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod lo;
 pub mod netns;
 
 use std::fs;
