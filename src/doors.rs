@@ -162,23 +162,8 @@ impl Pool {
     pub async fn acquire(self: &Arc<Self>, timeout: Duration) -> Option<Lease> {
         let rx = {
             let mut st = self.state();
-            while st.waiters.front().is_some_and(|w| w.is_closed()) {
-                st.waiters.pop_front();
-            }
-            // Late arrivals do not overtake requests already waiting.
-            if st.waiters.is_empty() {
-                let pick = st
-                    .free
-                    .iter()
-                    .rposition(|&i| self.doors[i].is_up())
-                    .or_else(|| st.free.iter().rposition(|&i| self.eligible(i)));
-                if let Some(pos) = pick {
-                    let index = st.free.remove(pos);
-                    return Some(Lease {
-                        pool: self.clone(),
-                        index: Some(index),
-                    });
-                }
+            if let Some(lease) = self.take_free(&mut st) {
+                return Some(lease);
             }
             let (tx, rx) = oneshot::channel();
             st.waiters.push_back(tx);
@@ -188,6 +173,32 @@ impl Pool {
         // A lease sent just as the timeout fires is dropped with `rx` and
         // so goes back to the pool: no door is ever lost.
         tokio::time::timeout(timeout, rx).await.ok()?.ok()
+    }
+
+    /// A free door now, without queueing; `None` when there is none.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<Lease> {
+        let mut st = self.state();
+        self.take_free(&mut st)
+    }
+
+    fn take_free(self: &Arc<Self>, st: &mut PoolState) -> Option<Lease> {
+        while st.waiters.front().is_some_and(|w| w.is_closed()) {
+            st.waiters.pop_front();
+        }
+        // Late arrivals do not overtake requests already waiting.
+        if !st.waiters.is_empty() {
+            return None;
+        }
+        let pick = st
+            .free
+            .iter()
+            .rposition(|&i| self.doors[i].is_up())
+            .or_else(|| st.free.iter().rposition(|&i| self.eligible(i)))?;
+        let index = st.free.remove(pick);
+        Some(Lease {
+            pool: self.clone(),
+            index: Some(index),
+        })
     }
 
     fn release(self: &Arc<Self>, index: usize) {

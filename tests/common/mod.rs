@@ -208,6 +208,11 @@ impl KnockOtp {
     /// Starts `knock-otp serve --config FILE`, optionally through a prefix
     /// (`ip netns exec NS`), and waits for its start line.
     pub fn start(config: &Path, prefix: &[&str]) -> KnockOtp {
+        KnockOtp::start_with_env(config, prefix, &[])
+    }
+
+    /// As `start`, with extra environment (e.g. `RUST_LOG=debug`).
+    pub fn start_with_env(config: &Path, prefix: &[&str], env: &[(&str, &str)]) -> KnockOtp {
         let mut argv: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
         argv.extend([
             bin().to_string(),
@@ -216,7 +221,9 @@ impl KnockOtp {
             config.display().to_string(),
         ]);
         let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..]).env("RUST_LOG", "info");
+        cmd.args(&argv[1..])
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied());
         let proc = Proc::spawn("knock-otp", cmd);
         let line = proc
             .out
