@@ -269,3 +269,32 @@ fn every_subcommand_has_help() {
         );
     }
 }
+
+#[test]
+fn the_example_configuration_parses_and_only_lacks_this_machines_files() {
+    use knock_otp::config::RawConfig;
+    use knock_otp::settings::Settings;
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/knock-otp.example.toml");
+    let raw = RawConfig::load(&example).unwrap_or_else(|e| panic!("{e}"));
+    let defaults = RawConfig::default();
+    assert_eq!(
+        format!("{:?}", raw.sequence),
+        format!("{:?}", defaults.sequence),
+        "the example shows the defaults"
+    );
+    assert_eq!(format!("{:?}", raw.auth), format!("{:?}", defaults.auth));
+    assert_eq!(
+        format!("{:?}", raw.limits),
+        format!("{:?}", defaults.limits)
+    );
+    assert_eq!(format!("{:?}", raw.http), format!("{:?}", defaults.http));
+    if let Err(problems) = Settings::from_raw(&raw) {
+        for p in problems {
+            assert!(
+                p.key.starts_with("clients[0].key_file")
+                    || p.key.starts_with("knockd.doors[0].sequence_file"),
+                "unexpected problem in the example: {p}"
+            );
+        }
+    }
+}
