@@ -111,32 +111,47 @@ pub async fn reload(
     }
 }
 
-/// Waits until knockd has left its SIGHUP handler. knockd re-opens the
-/// door file early in the handler and installs the new packet filter at
-/// its end; a knock arriving in between is dropped by the old filter
-/// (design, fact 5). knockd is single-threaded, so once it is no longer
-/// running ('R') it is back waiting for packets with the new filter.
-/// There is no event for that, so this polls /proc/PID/stat, which any
-/// user may read; knockd is usually done before the first look.
-pub async fn wait_until_idle(pid: i32, timeout: Duration) -> Result<(), ReloadError> {
+/// Waits until knockd has taken the SIGHUP and left its handler. knockd
+/// re-opens the door file early in the handler and installs the new packet
+/// filter at its end; a knock arriving in between is dropped by the old
+/// filter (design, fact 5). So the re-open alone is not enough: this waits
+/// until SIGHUP is no longer pending for knockd and the single-threaded
+/// process is no longer running, i.e. back in poll() with the new filter.
+/// There is no event for that; /proc/PID/status is readable by any user
+/// and knockd is usually done before the first look.
+pub async fn wait_until_reloaded(pid: i32, timeout: Duration) -> Result<(), ReloadError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
             .map_err(|_| ReloadError::NotRunning(format!("process {pid} is gone")))?;
-        // The state follows the command name, which is in parentheses.
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next());
-        if state != Some('R') {
+        if handler_done(&status) {
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(ReloadError::NotRunning(format!(
-                "knockd pid {pid} stayed busy for {timeout:?}"
+                "knockd pid {pid} did not finish its reload within {timeout:?}"
             )));
         }
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
+}
+
+/// True when a /proc/PID/status text shows no SIGHUP pending (for the
+/// thread or the process) and a process that is not running.
+fn handler_done(status: &str) -> bool {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    let hup_pending = |name: &str| {
+        field(name)
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .is_none_or(|mask| mask & 1 != 0)
+    };
+    let running = field("State:").is_none_or(|s| s.starts_with('R'));
+    !running && !hup_pending("SigPnd:") && !hup_pending("ShdPnd:")
 }
 
 /// Runs a program without a shell; its stdout on success.
@@ -199,18 +214,52 @@ mod tests {
         assert!(matches!(err, ReloadError::NotRunning(_)), "{err}");
     }
 
+    #[test]
+    fn a_reload_is_done_when_sighup_is_no_longer_pending_and_knockd_sleeps() {
+        let status = |state: &str, sig: &str, shd: &str| {
+            format!("Name:\tknockd\nState:\t{state}\nSigPnd:\t{sig}\nShdPnd:\t{shd}\n")
+        };
+        let zero = "0000000000000000";
+        assert!(handler_done(&status("S (sleeping)", zero, zero)));
+        assert!(!handler_done(&status("R (running)", zero, zero)));
+        assert!(!handler_done(&status(
+            "S (sleeping)",
+            zero,
+            "0000000000000001"
+        )));
+        assert!(!handler_done(&status(
+            "S (sleeping)",
+            "0000000000000001",
+            zero
+        )));
+        assert!(handler_done(&status(
+            "S (sleeping)",
+            zero,
+            "0000000000004000"
+        )));
+        assert!(!handler_done("garbage"));
+    }
+
     #[tokio::test]
-    async fn a_sleeping_process_counts_as_idle_and_a_missing_one_as_gone() {
+    async fn a_sleeping_process_counts_as_reloaded_and_a_missing_one_as_gone() {
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
         // `sleep` may not have reached its nanosleep yet: give it the full timeout.
-        assert!(wait_until_idle(pid, Duration::from_secs(10)).await.is_ok());
+        assert!(
+            wait_until_reloaded(pid, Duration::from_secs(10))
+                .await
+                .is_ok()
+        );
         child.kill().unwrap();
         child.wait().unwrap();
-        assert!(wait_until_idle(pid, Duration::from_secs(1)).await.is_err());
+        assert!(
+            wait_until_reloaded(pid, Duration::from_secs(1))
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]
