@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, RwLock};
 use std::time::Instant;
 
 use governor::clock::{Clock, DefaultClock};
@@ -17,6 +17,10 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 const BLOCKED_SWEEP_AT: usize = 4096;
 /// The limiters forget idle keys every this many charges.
 const FORGET_EVERY: u64 = 4096;
+/// At most this many addresses are tracked (a few MiB). A flood from more
+/// distinct addresses than that resets the budgets rather than the memory
+/// growing without bound; blocked addresses are capped the same way.
+const MAX_TRACKED: usize = 65_536;
 
 /// A rate in events per minute with a burst; `None` when turned off (0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +43,9 @@ impl Budget {
 }
 
 pub struct Limits {
-    rejects: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Replaced whole when it tracks too many addresses (governor has no
+    /// `clear`); the quota is kept to build the new one.
+    rejects: Option<(Quota, RwLock<DefaultKeyedRateLimiter<IpAddr>>)>,
     /// Addresses that ran out of rejection budget, and until when.
     blocked: Mutex<HashMap<IpAddr, Instant>>,
     issues: Option<DefaultKeyedRateLimiter<String>>,
@@ -58,7 +64,7 @@ fn budget_key(addr: IpAddr) -> IpAddr {
 impl Limits {
     pub fn new(rejects: Option<Budget>, issues: Option<Budget>) -> Limits {
         Limits {
-            rejects: rejects.map(|b| RateLimiter::keyed(b.quota())),
+            rejects: rejects.map(|b| (b.quota(), RwLock::new(RateLimiter::keyed(b.quota())))),
             blocked: Mutex::new(HashMap::new()),
             issues: issues.map(|b| RateLimiter::keyed(b.quota())),
             charges: AtomicU64::new(0),
@@ -88,12 +94,16 @@ impl Limits {
     /// Counts a rejection against `addr`; true when this one used up the
     /// budget (the caller logs that once).
     pub fn charge_rejection(&self, addr: IpAddr) -> bool {
-        let Some(limiter) = &self.rejects else {
+        let Some((_, limiter)) = &self.rejects else {
             return false;
         };
         self.forget_idle_keys();
         let key = budget_key(addr);
-        let Err(not_until) = limiter.check_key(&key) else {
+        let checked = limiter
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .check_key(&key);
+        let Err(not_until) = checked else {
             return false;
         };
         let until = Instant::now() + not_until.wait_time_from(self.clock.now());
@@ -102,8 +112,17 @@ impl Limits {
             let now = Instant::now();
             blocked.retain(|_, t| *t > now);
         }
-        blocked.insert(key, until);
+        if blocked.len() < MAX_TRACKED {
+            blocked.insert(key, until);
+        }
         true
+    }
+
+    /// Addresses whose rejections are being counted.
+    pub fn tracked_addresses(&self) -> usize {
+        self.rejects.as_ref().map_or(0, |(_, l)| {
+            l.read().unwrap_or_else(|p| p.into_inner()).len()
+        })
     }
 
     /// Takes one issue from `client`'s budget; false when it has none left.
@@ -121,8 +140,16 @@ impl Limits {
             .fetch_add(1, Relaxed)
             .is_multiple_of(FORGET_EVERY)
         {
-            if let Some(l) = &self.rejects {
+            if let Some((quota, lock)) = &self.rejects {
+                let mut l = lock.write().unwrap_or_else(|p| p.into_inner());
                 l.retain_recent();
+                if l.len() > MAX_TRACKED {
+                    log::warn!(
+                        "event=budget-reset tracked={} note=\"more client addresses than limits can track\"",
+                        l.len()
+                    );
+                    *l = RateLimiter::keyed(*quota);
+                }
                 l.shrink_to_fit();
             }
             if let Some(l) = &self.issues {
@@ -166,6 +193,15 @@ mod tests {
         assert!(limits.allow_issue("laptop"));
         assert!(!limits.allow_issue("laptop"));
         assert!(limits.allow_issue("ci"));
+    }
+
+    #[test]
+    fn a_flood_from_many_addresses_does_not_grow_memory_without_bound() {
+        let limits = Limits::new(Budget::new(30, 20), None);
+        for n in 0..(MAX_TRACKED as u32 + 3 * FORGET_EVERY as u32) {
+            limits.charge_rejection(IpAddr::from(n.to_be_bytes()));
+        }
+        assert!(limits.tracked_addresses() <= MAX_TRACKED + FORGET_EVERY as usize);
     }
 
     #[test]
