@@ -105,10 +105,11 @@ fn refuse(service: &Service, addr: IpAddr, reason: Reason, client: Option<&str>)
         Some(name) => log::warn!("event=reject addr={addr} reason={reason} client={name}"),
         None => log::warn!("event=reject addr={addr} reason={reason}"),
     }
+    // The address just ran out of budget: its further requests are refused
+    // unread (logged at debug only), so say so once, in the form fail2ban
+    // matches.
     if service.limits.charge_rejection(addr) {
-        log::warn!(
-            "event=reject addr={addr} reason=over-budget note=\"further requests refused unread for a while\""
-        );
+        log::warn!("event=reject addr={addr} reason=over-budget");
     }
     teapot_response()
 }
