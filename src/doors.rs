@@ -127,7 +127,7 @@ impl Drop for Lease {
 impl Pool {
     pub fn new(doors: Vec<DoorSettings>) -> Arc<Pool> {
         let doors: Vec<Arc<Door>> = doors.into_iter().map(|d| Arc::new(Door::new(d))).collect();
-        let free = (0..doors.len()).rev().collect();
+        let free = (0..doors.len()).collect();
         Arc::new(Pool {
             doors,
             state: Mutex::new(PoolState {
@@ -185,15 +185,17 @@ impl Pool {
         while st.waiters.front().is_some_and(|w| w.is_closed()) {
             st.waiters.pop_front();
         }
-        // Late arrivals do not overtake requests already waiting.
+        // Late arrivals do not overtake requests already waiting. The door
+        // freed longest ago goes first, so every knockd takes turns and a
+        // dead one is noticed early.
         if !st.waiters.is_empty() {
             return None;
         }
         let pick = st
             .free
             .iter()
-            .rposition(|&i| self.doors[i].is_up())
-            .or_else(|| st.free.iter().rposition(|&i| self.eligible(i)))?;
+            .position(|&i| self.doors[i].is_up())
+            .or_else(|| st.free.iter().position(|&i| self.eligible(i)))?;
         let index = st.free.remove(pick);
         Some(Lease {
             pool: self.clone(),
@@ -284,6 +286,16 @@ mod tests {
         assert!(p.acquire(Duration::from_millis(5)).await.is_none());
         drop(first);
         assert!(p.acquire(Duration::ZERO).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn one_request_after_another_takes_the_doors_in_turn() {
+        let p = pool(3);
+        let mut used = Vec::new();
+        for _ in 0..6 {
+            used.push(p.acquire(Duration::ZERO).await.unwrap().door().index());
+        }
+        assert_eq!(used, vec![0, 1, 2, 0, 1, 2]);
     }
 
     #[tokio::test]

@@ -104,6 +104,11 @@ pub async fn reload(
             let pid = find_pid(locator)
                 .await?
                 .ok_or_else(|| ReloadError::NotRunning("no pid".into()))?;
+            // knockd re-reads its doors inside the signal handler, freeing
+            // what the interrupted code may still be using: a SIGHUP while it
+            // finishes a knock (marking the line used, rebuilding its filter)
+            // crashed it in tests. Signal it only while it sleeps in poll().
+            wait_until_idle(pid, timeout).await?;
             kill(Pid::from_raw(pid), Signal::SIGHUP)
                 .map_err(|errno| ReloadError::SignalFailed { pid, errno })?;
             Ok(Some(pid))
@@ -111,15 +116,15 @@ pub async fn reload(
     }
 }
 
-/// Waits until knockd has taken the SIGHUP and left its handler. knockd
-/// re-opens the door file early in the handler and installs the new packet
-/// filter at its end; a knock arriving in between is dropped by the old
-/// filter (design, fact 5). So the re-open alone is not enough: this waits
-/// until SIGHUP is no longer pending for knockd and the single-threaded
-/// process is no longer running, i.e. back in poll() with the new filter.
-/// There is no event for that; /proc/PID/status is readable by any user
-/// and knockd is usually done before the first look.
-pub async fn wait_until_reloaded(pid: i32, timeout: Duration) -> Result<(), ReloadError> {
+/// Waits until the single-threaded knockd sleeps in poll() with no SIGHUP
+/// pending. Used twice around a reload: before the signal (see `reload`)
+/// and after it, because knockd re-opens the door file early in its
+/// handler but installs the new packet filter only at the end, and a
+/// knock arriving in between is dropped by the old filter (design, fact
+/// 5): the re-open alone does not mean the sequence is armed. There is no
+/// event for either; /proc/PID/status is readable by any user and knockd
+/// is usually idle at the first look.
+pub async fn wait_until_idle(pid: i32, timeout: Duration) -> Result<(), ReloadError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -129,7 +134,7 @@ pub async fn wait_until_reloaded(pid: i32, timeout: Duration) -> Result<(), Relo
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(ReloadError::NotRunning(format!(
-                "knockd pid {pid} did not finish its reload within {timeout:?}"
+                "knockd pid {pid} stayed busy for {timeout:?}"
             )));
         }
         tokio::time::sleep(Duration::from_micros(200)).await;
@@ -241,25 +246,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_sleeping_process_counts_as_reloaded_and_a_missing_one_as_gone() {
+    async fn a_sleeping_process_counts_as_idle_and_a_missing_one_as_gone() {
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
         // `sleep` may not have reached its nanosleep yet: give it the full timeout.
-        assert!(
-            wait_until_reloaded(pid, Duration::from_secs(10))
-                .await
-                .is_ok()
-        );
+        assert!(wait_until_idle(pid, Duration::from_secs(10)).await.is_ok());
         child.kill().unwrap();
         child.wait().unwrap();
-        assert!(
-            wait_until_reloaded(pid, Duration::from_secs(1))
-                .await
-                .is_err()
-        );
+        assert!(wait_until_idle(pid, Duration::from_secs(1)).await.is_err());
     }
 
     #[tokio::test]

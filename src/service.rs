@@ -346,7 +346,7 @@ impl Service {
         }
         if let Some(pid) = pid {
             let left = timeout.saturating_sub(started.elapsed());
-            if let Err(e) = knockd::wait_until_reloaded(pid, left).await {
+            if let Err(e) = knockd::wait_until_idle(pid, left).await {
                 door.mark_down(&e.to_string());
                 return Err(());
             }

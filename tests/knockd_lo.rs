@@ -150,3 +150,41 @@ fn codes_match_php_md5_and_openssl_hmac() {
         }
     }
 }
+
+#[test]
+fn a_queued_request_taking_the_door_right_after_a_knock_keeps_knockd_alive() {
+    if !e2e() {
+        return;
+    }
+    // Each answer waits in the queue while the previous sequence is being
+    // knocked, so knock-otp reloads knockd right after it marks a line used.
+    // A SIGHUP while knockd is still finishing that knock crashed it in a
+    // direct reproduction; here the door file's fsync usually covers that
+    // window, and knock-otp also waits for knockd to be idle first.
+    let mut lo = Lo::start(35000);
+    let url_for = |n: usize| {
+        let (now, nonce) = (unix_now(), format!("q{n}"));
+        let code = code(
+            &lo.hmac_key_file,
+            "127.0.0.1",
+            now,
+            "hmac-sha256",
+            Some(&nonce),
+        );
+        lo.otp.url(&format!("time={now}&code={code}&nonce={nonce}"))
+    };
+    let fetch = |url: String| std::thread::spawn(move || curl(&url, &[]));
+    let mut pending = fetch(url_for(0));
+    for n in 1..=40 {
+        let (status, body) = pending.join().unwrap();
+        assert_eq!(status, 200, "request {n}: {body}");
+        pending = fetch(url_for(n));
+        lo.knock(&body);
+        lo.otp.proc.out.wait_for_nth("event=used", n, WAIT);
+    }
+    let (status, body) = pending.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    lo.knock(&body);
+    lo.otp.proc.out.wait_for_nth("event=used", 41, WAIT);
+    assert!(lo.knockd.proc.alive(), "knockd died");
+}
