@@ -74,6 +74,24 @@ struct Figures {
 }
 
 impl Figures {
+    /// Latencies (p50, p99, max) with the server's idle and peak memory.
+    fn measured(
+        rate: Option<f64>,
+        (p50, p99, max): (f64, f64, f64),
+        idle: u64,
+        server: &Server,
+    ) -> Self {
+        let rss_peak_kib = server.rss_kib("VmHWM:");
+        Figures {
+            rate,
+            p50,
+            p99,
+            max,
+            rss_idle_kib: idle,
+            rss_peak_kib,
+        }
+    }
+
     fn row(&self, name: &str) {
         let rate = self.rate.map_or("-".into(), |r| format!("{r:.0}"));
         let rss = if self.rss_peak_kib == 0 {
@@ -161,17 +179,17 @@ fn write_private(path: &Path, text: &str) {
     fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
 }
 
-fn doors(dir: &Path, n: usize) -> String {
+/// A fresh directory with `n` door entries for the config: (dir, TOML).
+fn doors(dir: &Path, n: usize) -> (PathBuf, String) {
     let dir = dir.join(format!("doors-{n}-{}", now()));
     fs::create_dir_all(&dir).unwrap();
-    (0..n)
+    let toml = (0..n)
         .map(|i| {
-            format!(
-                "[[knockd.doors]]\nsequence_file = \"{}\"\n",
-                dir.join(format!("door-{i}.seq")).display()
-            )
+            let file = dir.join(format!("door-{i}.seq"));
+            format!("[[knockd.doors]]\nsequence_file = \"{}\"\n", file.display())
         })
-        .collect()
+        .collect();
+    (dir, toml)
 }
 
 fn now() -> u64 {
@@ -260,7 +278,7 @@ fn duration_ms(text: &str) -> f64 {
 fn teapot_flood(dir: &Path, wrk_bin: &Path) -> Figures {
     let body = format!(
         "[limits]\nrejects_per_minute = 0\n[knockd]\nreload = \"none\"\n{}",
-        doors(dir, 1)
+        doors(dir, 1).1
     );
     let server = Server::start(dir, "teapot", &body);
     let idle = server.rss_kib("VmRSS:");
@@ -270,14 +288,7 @@ fn teapot_flood(dir: &Path, wrk_bin: &Path) -> Figures {
         now()
     );
     let (rate, p50, p99, max) = wrk(wrk_bin, &url, 2, 64, &[]);
-    Figures {
-        rate: Some(rate),
-        p50,
-        p99,
-        max,
-        rss_idle_kib: idle,
-        rss_peak_kib: server.rss_kib("VmHWM:"),
-    }
+    Figures::measured(Some(rate), (p50, p99, max), idle, &server)
 }
 
 /// Plays knockd for every door file in `dir`: as soon as a new file is
@@ -310,19 +321,7 @@ fn fake_knockd(dir: PathBuf, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
 }
 
 fn issue_without_knockd(dir: &Path, wrk_bin: &Path) -> Figures {
-    let door_block = doors(dir, 16);
-    let door_dir = PathBuf::from(
-        door_block
-            .lines()
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .nth(1)
-            .unwrap(),
-    )
-    .parent()
-    .unwrap()
-    .to_path_buf();
+    let (door_dir, door_block) = doors(dir, 16);
     let body = format!(
         "[auth]\nmax_age_secs = 3600\nreplay_protection = false\n[limits]\nissues_per_minute = 0\n[knockd]\nreload = \"none\"\n{door_block}"
     );
@@ -336,14 +335,7 @@ fn issue_without_knockd(dir: &Path, wrk_bin: &Path) -> Figures {
     let (rate, p50, p99, max) = wrk(wrk_bin, &url, 2, 16, &[]);
     stop.store(true, Ordering::Relaxed);
     player.join().unwrap();
-    Figures {
-        rate: Some(rate),
-        p50,
-        p99,
-        max,
-        rss_idle_kib: idle,
-        rss_peak_kib: server.rss_kib("VmHWM:"),
-    }
+    Figures::measured(Some(rate), (p50, p99, max), idle, &server)
 }
 
 /// A minimal HTTP/1.1 GET; (status, body, elapsed).
@@ -431,15 +423,7 @@ fn issue_with_knockd(dir: &Path, door_dir: &Path) -> Figures {
     }
     let _ = knockd.kill();
     let _ = knockd.wait();
-    let (p50, p99, max) = percentiles(latencies);
-    Figures {
-        rate: None,
-        p50,
-        p99,
-        max,
-        rss_idle_kib: idle,
-        rss_peak_kib: server.rss_kib("VmHWM:"),
-    }
+    Figures::measured(None, percentiles(latencies), idle, &server)
 }
 
 /// Sends the knocks of a legacy answer to 127.0.0.1 without a delay.
@@ -475,19 +459,7 @@ fn wait_for_use(door: &Path) {
 }
 
 fn flood_and_rightful_client(dir: &Path, wrk_bin: &Path) -> (Figures, Figures) {
-    let door_block = doors(dir, 4);
-    let door_dir = PathBuf::from(
-        door_block
-            .lines()
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .nth(1)
-            .unwrap(),
-    )
-    .parent()
-    .unwrap()
-    .to_path_buf();
+    let (door_dir, door_block) = doors(dir, 4);
     let body =
         format!("[limits]\nissues_per_minute = 0\n[knockd]\nreload = \"none\"\n{door_block}");
     let server = Server::start(dir, "flood", &body);
@@ -521,16 +493,9 @@ fn flood_and_rightful_client(dir: &Path, wrk_bin: &Path) -> (Figures, Figures) {
     let ms = rightful.join().unwrap();
     stop.store(true, Ordering::Relaxed);
     player.join().unwrap();
-    let peak = server.rss_kib("VmHWM:");
-    let flood = Figures {
-        rate: Some(rate),
-        p50,
-        p99,
-        max,
-        rss_idle_kib: idle,
-        rss_peak_kib: peak,
-    };
+    let flood = Figures::measured(Some(rate), (p50, p99, max), idle, &server);
     let (p50, p99, max) = percentiles(ms);
+    // The rightful client's row shows no memory: it is the same process.
     let client = Figures {
         rate: None,
         p50,

@@ -104,6 +104,17 @@ async fn send(
     (status, headers, String::from_utf8(body.to_vec()).unwrap())
 }
 
+/// The status of a GET of the knock path with `query` from `peer`.
+async fn knock_status(
+    f: &Fixture,
+    query: &str,
+    peer: &str,
+    headers: &[(&str, &str)],
+) -> StatusCode {
+    let uri = format!("/generate.php?{query}");
+    send(f, Method::GET, &uri, peer, headers).await.0
+}
+
 async fn get(f: &Fixture, uri: &str) -> (StatusCode, String) {
     let (s, _, b) = send(f, Method::GET, uri, PEER, &[]).await;
     (s, b)
@@ -251,23 +262,9 @@ async fn a_spoofed_real_ip_from_an_untrusted_peer_does_not_change_the_address() 
     let f = fixture(|_| {});
     let now = unix_now();
     let spoofed = [("x-real-ip", "198.51.100.1")];
-    let (status, _, _) = send(
-        &f,
-        Method::GET,
-        &format!("/generate.php?{}", legacy_query("198.51.100.1", now)),
-        PEER,
-        &spoofed,
-    )
-    .await;
+    let status = knock_status(&f, &legacy_query("198.51.100.1", now), PEER, &spoofed).await;
     assert_eq!(status, StatusCode::IM_A_TEAPOT);
-    let (status, _, _) = send(
-        &f,
-        Method::GET,
-        &format!("/generate.php?{}", legacy_query("203.0.113.7", now)),
-        PEER,
-        &spoofed,
-    )
-    .await;
+    let status = knock_status(&f, &legacy_query("203.0.113.7", now), PEER, &spoofed).await;
     assert_eq!(status, StatusCode::OK);
     mark_used(&f);
 }
@@ -277,10 +274,9 @@ async fn a_trusted_proxy_names_the_client_address() {
     let f = fixture(|_| {});
     let proxy = "127.0.0.1:50000";
     let now = unix_now();
-    let (status, _, _) = send(
+    let status = knock_status(
         &f,
-        Method::GET,
-        &format!("/generate.php?{}", legacy_query("198.51.100.1", now)),
+        &legacy_query("198.51.100.1", now),
         proxy,
         &[("x-real-ip", "198.51.100.1")],
     )
@@ -296,10 +292,9 @@ async fn a_trusted_proxy_names_the_client_address() {
     )
     .await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "2001:db8::1\n"));
-    let (status, _, _) = send(
+    let status = knock_status(
         &f,
-        Method::GET,
-        &format!("/generate.php?{}", legacy_query("198.51.100.1", now + 1)),
+        &legacy_query("198.51.100.1", now + 1),
         proxy,
         &[("x-real-ip", "not-an-ip")],
     )
@@ -312,23 +307,9 @@ async fn forwarded_for_uses_the_rightmost_untrusted_hop() {
     let f = fixture(|raw| raw.http.client_ip_header = "x-forwarded-for".into());
     let now = unix_now();
     let xff = [("x-forwarded-for", "6.6.6.6, 198.51.100.1")];
-    let (status, _, _) = send(
-        &f,
-        Method::GET,
-        &format!("/generate.php?{}", legacy_query("6.6.6.6", now)),
-        "127.0.0.1:1",
-        &xff,
-    )
-    .await;
+    let status = knock_status(&f, &legacy_query("6.6.6.6", now), "127.0.0.1:1", &xff).await;
     assert_eq!(status, StatusCode::IM_A_TEAPOT);
-    let (status, _, _) = send(
-        &f,
-        Method::GET,
-        &format!("/generate.php?{}", legacy_query("198.51.100.1", now)),
-        "127.0.0.1:1",
-        &xff,
-    )
-    .await;
+    let status = knock_status(&f, &legacy_query("198.51.100.1", now), "127.0.0.1:1", &xff).await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -403,12 +384,7 @@ async fn with_the_only_door_busy_a_request_waits_then_gets_503_with_retry_after(
     });
     let now = unix_now();
     assert_eq!(
-        get(
-            &f,
-            &format!("/generate.php?{}", legacy_query("203.0.113.7", now))
-        )
-        .await
-        .0,
+        knock_status(&f, &legacy_query("203.0.113.7", now), PEER, &[]).await,
         StatusCode::OK
     );
     let query = hmac_query("203.0.113.7", now, "x");
@@ -450,14 +426,7 @@ async fn an_address_over_its_rejection_budget_gets_the_teapot_even_with_a_valid_
     assert_eq!(f.service.metrics.rejections(teapot::Reason::OverBudget), 1);
     // Another address is not affected.
     let other = "198.51.100.3:1000";
-    let (status, _, _) = send(
-        &f,
-        Method::GET,
-        &format!("/generate.php?{}", legacy_query("198.51.100.3", unix_now())),
-        other,
-        &[],
-    )
-    .await;
+    let status = knock_status(&f, &legacy_query("198.51.100.3", unix_now()), other, &[]).await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -495,12 +464,7 @@ async fn a_client_over_its_issue_budget_gets_the_teapot() {
     assert_eq!(f.service.pool.busy(), 1, "the refused request took no door");
     // The laptop's own budget is untouched.
     assert_eq!(
-        get(
-            &f,
-            &format!("/generate.php?{}", legacy_query("203.0.113.7", now))
-        )
-        .await
-        .0,
+        knock_status(&f, &legacy_query("203.0.113.7", now), PEER, &[]).await,
         StatusCode::OK
     );
 }
