@@ -12,35 +12,16 @@ use ipnet::IpNet;
 
 use crate::auth::{Client, Scheme, Window};
 use crate::client_addr::{AddrPolicy, ClientIpHeader};
-use crate::config::{RawConfig, RawDoor};
+use crate::config::RawConfig;
 use crate::error::{ConfigProblem, StartupError};
 use crate::keys::read_key_file;
 use crate::limits::Budget;
 use crate::sequence::{MAX_KNOCKS, Proto, SequenceSpec};
 
-/// How knockd is told to re-read its door file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReloadMode {
-    Signal,
-    Command,
-    None,
-}
+mod doors;
 
-/// Where a door's knockd process is found.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum KnockdLocator {
-    Pidfile(PathBuf),
-    SystemdUnit(String),
-    Command(Vec<String>),
-    Unmanaged,
-}
-
-#[derive(Debug, Clone)]
-pub struct DoorSettings {
-    pub index: usize,
-    pub sequence_file: PathBuf,
-    pub knockd: KnockdLocator,
-}
+pub use doors::{DoorSettings, KnockdLocator, ReloadMode};
+use doors::{check_doors, check_reload};
 
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
@@ -68,10 +49,6 @@ pub struct Settings {
     pub issue_budget: Option<Budget>,
     pub admin_listen: Option<SocketAddr>,
 }
-
-/// Paths no door file may live under: a web server would hand it out, as
-/// it did with generate.php's sequence file.
-const WEB_ROOTS: [&str; 3] = ["/var/www", "/srv/www", "/usr/share/nginx"];
 
 impl Settings {
     /// Loads and checks `file` (plus environment overrides).
@@ -151,14 +128,19 @@ impl Settings {
 }
 
 #[derive(Default)]
-struct Problems(Vec<ConfigProblem>);
+pub(crate) struct Problems(Vec<ConfigProblem>);
 
 impl Problems {
-    fn add(&mut self, key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) {
+    pub(crate) fn add(
+        &mut self,
+        key: impl Into<String>,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
         self.0.push(ConfigProblem::new(key, problem, fix));
     }
 
-    fn check(&mut self, ok: bool, key: &str, problem: &str, fix: &str) {
+    pub(crate) fn check(&mut self, ok: bool, key: &str, problem: &str, fix: &str) {
         if !ok {
             self.add(key, problem, fix);
         }
@@ -382,118 +364,6 @@ fn check_sequence(raw: &RawConfig, p: &mut Problems) -> Option<SequenceSpec> {
         );
     }
     spec
-}
-
-fn check_reload(text: &str, p: &mut Problems) -> Option<ReloadMode> {
-    match text {
-        "signal" => Some(ReloadMode::Signal),
-        "command" => Some(ReloadMode::Command),
-        "none" => Some(ReloadMode::None),
-        other => {
-            p.add(
-                "knockd.reload",
-                format!("{other:?} is not a reload mode"),
-                "use \"signal\", \"command\" or \"none\"",
-            );
-            None
-        }
-    }
-}
-
-fn check_doors(raw: &[RawDoor], reload: Option<ReloadMode>, p: &mut Problems) -> Vec<DoorSettings> {
-    if raw.is_empty() {
-        p.add(
-            "knockd.doors",
-            "no door is configured",
-            "add [[knockd.doors]] with sequence_file = \"/var/lib/knock-otp/door-0.seq\" and the knockd's pidfile or systemd_unit",
-        );
-    }
-    let mut files = HashSet::new();
-    let mut knockds = HashSet::new();
-    let mut doors = Vec::new();
-    for (i, d) in raw.iter().enumerate() {
-        let key = |field: &str| format!("knockd.doors[{i}].{field}");
-        let file = PathBuf::from(&d.sequence_file);
-        if !file.is_absolute() || file.file_name().is_none() {
-            p.add(
-                key("sequence_file"),
-                format!("{:?} is not an absolute file path", d.sequence_file),
-                "use e.g. /var/lib/knock-otp/door-0.seq",
-            );
-            continue;
-        }
-        if WEB_ROOTS.iter().any(|root| file.starts_with(root)) {
-            p.add(
-                key("sequence_file"),
-                format!("{} is under a web root", file.display()),
-                "keep door files out of reach of the web server, e.g. in /var/lib/knock-otp",
-            );
-        }
-        let dir = file.parent().unwrap_or(Path::new("/"));
-        if !dir.is_dir() {
-            p.add(
-                key("sequence_file"),
-                format!("directory {} does not exist", dir.display()),
-                format!("create it: install -d -m 750 {}", dir.display()),
-            );
-        }
-        if !files.insert(file.clone()) {
-            p.add(
-                key("sequence_file"),
-                format!("{} is shared with another door", file.display()),
-                "give every door its own file and its own knockd",
-            );
-        }
-        let knockd = match locate_knockd(d, reload, &key, p) {
-            Some(k) => k,
-            None => continue,
-        };
-        if knockd != KnockdLocator::Unmanaged && !knockds.insert(knockd.clone()) {
-            p.add(key("pidfile"), "names the same knockd as another door", "one knockd process serves one door (design, fact 8): run knockd@N.service per door");
-        }
-        doors.push(DoorSettings {
-            index: i,
-            sequence_file: file,
-            knockd,
-        });
-    }
-    doors
-}
-
-fn locate_knockd(
-    d: &RawDoor,
-    reload: Option<ReloadMode>,
-    key: &dyn Fn(&str) -> String,
-    p: &mut Problems,
-) -> Option<KnockdLocator> {
-    match reload? {
-        ReloadMode::None => Some(KnockdLocator::Unmanaged),
-        ReloadMode::Command if d.reload_command.is_empty() || d.reload_command[0].is_empty() => {
-            p.add(key("reload_command"), "is empty while knockd.reload = \"command\"", "set e.g. [\"sudo\", \"-n\", \"/usr/bin/systemctl\", \"reload\", \"knockd.service\"]");
-            None
-        }
-        ReloadMode::Command => Some(KnockdLocator::Command(d.reload_command.clone())),
-        ReloadMode::Signal => match (d.pidfile.is_empty(), d.systemd_unit.is_empty()) {
-            (false, true) => Some(KnockdLocator::Pidfile(PathBuf::from(&d.pidfile))),
-            (true, false) => Some(KnockdLocator::SystemdUnit(d.systemd_unit.clone())),
-            (true, true) => {
-                p.add(
-                    key("pidfile"),
-                    "neither pidfile nor systemd_unit is set while knockd.reload = \"signal\"",
-                    "set systemd_unit = \"knockd.service\" or the knockd pidfile",
-                );
-                None
-            }
-            (false, false) => {
-                p.add(
-                    key("pidfile"),
-                    "both pidfile and systemd_unit are set",
-                    "keep one of them",
-                );
-                None
-            }
-        },
-    }
 }
 
 fn parse_optional_addr(text: &str, key: &str, p: &mut Problems) -> Option<Option<SocketAddr>> {
