@@ -203,53 +203,72 @@ impl Service {
         addr: IpAddr,
     ) -> Result<Sequence, IssueError> {
         let waited = Instant::now();
-        let Some(lease) = self.pool.acquire(self.settings.queue_timeout).await else {
-            log::warn!(
-                "event=unavailable client={} addr={addr} reason=queue-timeout waited_ms={:.0}",
-                who.name,
-                ms(waited.elapsed())
-            );
-            self.metrics.unavailable(true);
-            return Err(IssueError::QueueTimeout);
-        };
-        let door = lease.door().clone();
+        // A door whose knockd turns out to be gone is set aside and the
+        // request tries another, so one dead knockd costs nobody a 503
+        // while other doors work.
+        for _ in 0..self.pool.doors().len() {
+            let left = self.settings.queue_timeout.saturating_sub(waited.elapsed());
+            let Some(lease) = self.pool.acquire(left).await else {
+                log::warn!(
+                    "event=unavailable client={} addr={addr} reason=queue-timeout waited_ms={:.0}",
+                    who.name,
+                    ms(waited.elapsed())
+                );
+                self.metrics.unavailable(true);
+                return Err(IssueError::QueueTimeout);
+            };
+            let door = lease.door().clone();
+            match self.issue_on(&door, who, addr).await {
+                Ok((sequence, used, reload_time)) => {
+                    log::info!(
+                        "event=issue client={} addr={addr} door={} knocks={} reload_ms={:.1} waited_ms={:.0}",
+                        who.name,
+                        door.index(),
+                        sequence.knocks().len(),
+                        ms(reload_time),
+                        ms(waited.elapsed())
+                    );
+                    self.metrics.issue();
+                    let service = self.clone();
+                    let client = who.name.clone();
+                    tokio::spawn(async move { service.follow(lease, used, client).await });
+                    return Ok(sequence);
+                }
+                Err(()) if self.pool.doors().iter().any(|d| d.is_up()) => continue,
+                Err(()) => break,
+            }
+        }
+        log::warn!(
+            "event=unavailable client={} addr={addr} reason=door-failed",
+            who.name
+        );
+        self.metrics.unavailable(false);
+        Err(IssueError::DoorFailed)
+    }
+
+    /// Draws a sequence and installs it on `door`; failures are logged.
+    async fn issue_on(
+        &self,
+        door: &Arc<Door>,
+        who: &Accepted,
+        addr: IpAddr,
+    ) -> Result<(Sequence, tokio::sync::watch::Receiver<u64>, Duration), ()> {
         let spec = &self.settings.sequence;
         let (sequence, decoy) = match (spec.draw(), spec.draw()) {
             (Ok(s), Ok(d)) => (s, d),
             (Err(e), _) | (_, Err(e)) => {
                 log::error!(
-                    "event=unavailable client={} addr={addr} reason=no-randomness error=\"{e}\"",
+                    "event=no-randomness client={} addr={addr} error=\"{e}\"",
                     who.name
                 );
-                self.metrics.unavailable(false);
-                return Err(IssueError::DoorFailed);
+                return Err(());
             }
         };
         // Subscribe before knockd can see the sequence, so no use is missed.
         let used = door.events.next_modify();
         let contents = door_file::contents(&sequence, &decoy);
-        let reload_time = self.install(&door, &contents).await.map_err(|()| {
-            log::warn!(
-                "event=unavailable client={} addr={addr} reason=door-failed door={}",
-                who.name,
-                door.index()
-            );
-            self.metrics.unavailable(false);
-            IssueError::DoorFailed
-        })?;
-        log::info!(
-            "event=issue client={} addr={addr} door={} knocks={} reload_ms={:.1} waited_ms={:.0}",
-            who.name,
-            door.index(),
-            sequence.knocks().len(),
-            ms(reload_time),
-            ms(waited.elapsed())
-        );
-        self.metrics.issue();
-        let service = self.clone();
-        let client = who.name.clone();
-        tokio::spawn(async move { service.follow(lease, used, client).await });
-        Ok(sequence)
+        let reload_time = self.install(door, &contents).await?;
+        Ok((sequence, used, reload_time))
     }
 
     /// Holds the door until knockd marks the sequence used or the TTL

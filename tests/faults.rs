@@ -397,3 +397,76 @@ fn old_code(time: u64) -> String {
     use md5::{Digest, Md5};
     hex::encode(Md5::digest(format!("127.0.0.1old key{time}").as_bytes()))
 }
+
+#[test]
+fn a_door_whose_knockd_is_gone_is_skipped_logged_once_and_others_keep_working() {
+    if !e2e() {
+        return;
+    }
+    require_root();
+    require("knockd", "knockd");
+    require("knock", "knockd");
+    require("curl", "curl");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = write_key(d, "ci", "two doors");
+    let mut config = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[[clients]]\nname = \"ci\"\nkey_file = \"{}\"\nscheme = \"hmac-sha256\"\n\
+         [sequence]\nport_min = 39000\nport_max = 39999\n[limits]\nissues_per_minute = 0\n[knockd]\nreload = \"signal\"\n",
+        key.display()
+    );
+    let mut knockds = Vec::new();
+    for n in 0..2 {
+        let (conf, door) = (
+            d.join(format!("knockd-{n}.conf")),
+            d.join(format!("door-{n}.seq")),
+        );
+        let pidfile = d.join(format!("knockd-{n}.pid"));
+        let start = format!(
+            "/bin/sh -c 'echo %IP% >> {}'",
+            d.join(format!("opened-{n}")).display()
+        );
+        let spec = KnockdDoor {
+            conf: &conf,
+            door_file: &door,
+            start_command: &start,
+            stop_command: None,
+            seq_timeout: 10,
+        };
+        spec.write();
+        knockds.push(Knockd::start(&conf, "lo", &pidfile, &[]));
+        config.push_str(&format!(
+            "[[knockd.doors]]\nsequence_file = \"{}\"\npidfile = \"{}\"\n",
+            door.display(),
+            pidfile.display()
+        ));
+    }
+    let config_path = d.join("config.toml");
+    fs::write(&config_path, config).unwrap();
+    let otp = KnockOtp::start(&config_path, &[]);
+
+    knockds[1].proc.stop(Signal::SIGKILL);
+    for n in 1..=6 {
+        let nonce = format!("skip{n}");
+        let now = unix_now();
+        let code = code(&key, "127.0.0.1", now, "hmac-sha256", Some(&nonce));
+        let (status, body) = curl(
+            &otp.url(&format!("time={now}&code={code}&nonce={nonce}")),
+            &[],
+        );
+        assert_eq!(status, 200, "request {n}: {body}");
+        let mut knock = Command::new("knock");
+        knock
+            .args(["127.0.0.1", "-d", "10"])
+            .args(body.split_whitespace());
+        assert!(knock.status().unwrap().success());
+        let used = otp.proc.out.wait_for_nth("event=used", n, WAIT);
+        assert!(used.contains("door=0"), "{used}");
+    }
+    assert_eq!(
+        otp.proc.out.count("event=door-down door=1"),
+        1,
+        "logged once, not per request"
+    );
+    assert!(knockds[0].proc.alive());
+}

@@ -295,7 +295,8 @@ impl Knockd {
     }
 }
 
-/// Waits for `path` to exist, woken by inotify on its directory.
+/// Waits for `path` to exist with some content (a shell's `>>` creates
+/// the file before it writes), woken by inotify on its directory.
 pub fn wait_for_file(path: &Path, timeout: Duration) {
     use inotify::{Inotify, WatchMask};
     let dir = path.parent().unwrap();
@@ -313,7 +314,7 @@ pub fn wait_for_file(path: &Path, timeout: Duration) {
         inotify.as_fd().try_clone_to_owned().unwrap()
     };
     let mut buf = [0u8; 4096];
-    while !path.exists() {
+    while fs::metadata(path).map_or(true, |m| m.len() == 0) {
         use std::os::fd::AsFd;
         let left = deadline.saturating_duration_since(Instant::now());
         assert!(
