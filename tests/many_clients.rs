@@ -10,13 +10,14 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::netns::{SSH_LIMIT, Site, SiteSpec, assert_all_got_in, run_all_at_once, run_one};
+use common::site::{HTTP_PORT, SSH_LIMIT, Site, SiteSpec};
+use common::ssh_runs::{SshRun, assert_all_got_in, run_all_at_once, run_one};
 use common::{code, unix_now, wait_for_file};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 /// The legacy line started by ssh in every client at once.
-fn legacy_ssh_at_once(site: &Site, clients: usize) -> Vec<common::netns::SshRun> {
+fn legacy_ssh_at_once(site: &Site, clients: usize) -> Vec<SshRun> {
     let cmds = (0..clients)
         .map(|i| {
             let proxy = site.legacy_proxy(i);
@@ -48,7 +49,7 @@ fn fetch_sequence(site: &Site, i: usize) -> String {
     let url = format!(
         "http://{}:{}/generate.php?time={time}&code={code}",
         site.server_ip(),
-        common::netns::HTTP_PORT
+        HTTP_PORT
     );
     let out = site
         .client(i, "curl")
@@ -68,7 +69,7 @@ fn legacy_knock(site: &Site, i: usize) {
         ip = site.lan.client_ip(i),
         key = site.keys[i].display(),
         server = site.server_ip(),
-        port = common::netns::HTTP_PORT,
+        port = HTTP_PORT,
     );
     let out = site
         .client(i, "bash")
@@ -259,7 +260,7 @@ fn timed_proxy(site: &Site, i: usize) -> String {
         r#"bash -c 'T=$(date +%%s); C=$(printf "%%s" "{ip}$(cat {key})$T" | md5sum | cut -d" " -f1); S=$(date +%%s%%N); R=$(curl -sS "http://%h:{port}/generate.php?time=$T&code=$C"); A=$(date +%%s%%N); knock %h -d 100 $R; K=$(date +%%s%%N); echo "answer_ms=$(( (A-S)/1000000 )) knock_ms=$(( (K-A)/1000000 ))" >&2; sleep 0.5; nc %h %p'"#,
         ip = site.lan.client_ip(i),
         key = site.keys[i].display(),
-        port = common::netns::HTTP_PORT,
+        port = HTTP_PORT,
     )
 }
 

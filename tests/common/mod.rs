@@ -6,6 +6,8 @@
 
 pub mod lo;
 pub mod netns;
+pub mod site;
+pub mod ssh_runs;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
