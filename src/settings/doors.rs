@@ -61,7 +61,7 @@ pub(super) fn check_doors(
         p.add(
             "knockd.doors",
             "no door is configured",
-            "add [[knockd.doors]] with sequence_file = \"/var/lib/knock-otp/door-0.seq\" and the knockd's pidfile or systemd_unit",
+            "add [[knockd.doors]] with sequence_file = \"/run/knock-otp/door-0.seq\" and the knockd's pidfile or systemd_unit",
         );
     }
     let mut files = HashSet::new();
@@ -74,7 +74,7 @@ pub(super) fn check_doors(
             p.add(
                 key("sequence_file"),
                 format!("{:?} is not an absolute file path", d.sequence_file),
-                "use e.g. /var/lib/knock-otp/door-0.seq",
+                "use e.g. /run/knock-otp/door-0.seq",
             );
             continue;
         }
@@ -82,7 +82,7 @@ pub(super) fn check_doors(
             p.add(
                 key("sequence_file"),
                 format!("{} is under a web root", file.display()),
-                "keep door files out of reach of the web server, e.g. in /var/lib/knock-otp",
+                "keep door files out of reach of the web server, e.g. in /run/knock-otp",
             );
         }
         let dir = file.parent().unwrap_or(Path::new("/"));

@@ -38,7 +38,7 @@ fn check_knockd_door(example: &str, door: &str) {
     // The door file path is the only change: the rest is tested as shipped.
     let config = read(&kit(example))
         .replace("door-0", door)
-        .replace("/var/lib/knock-otp/", &format!("{}/", state.display()));
+        .replace("/run/knock-otp/", &format!("{}/", state.display()));
     let config_path = dir.path().join("knockd.conf");
     write(&config_path, &config);
 
