@@ -77,22 +77,19 @@ fn door_file_problem(door: &DoorSettings) -> Option<String> {
 
 async fn knockd_problem(door: &DoorSettings) -> Option<String> {
     let key = format!("knockd.doors[{}]", door.index);
-    match &door.knockd {
-        KnockdLocator::Unmanaged => None,
-        KnockdLocator::Command(argv) => match find_program(&argv[0]) {
-            Some(_) => None,
-            None => Some(format!(
-                "{key}.reload_command: {:?} is not an executable program; give its full path",
-                argv[0]
-            )),
-        },
-        locator => match knockd::find_pid(locator).await {
-            Ok(_) => None,
-            Err(e) => Some(format!(
-                "{key}: {e}; start the door's knockd (systemctl start knockd)"
-            )),
-        },
+    if let KnockdLocator::Command(argv, _) = &door.knockd
+        && find_program(&argv[0]).is_none()
+    {
+        return Some(format!(
+            "{key}.reload_command: {:?} is not an executable program; give its full path",
+            argv[0]
+        ));
     }
+    let src = door.knockd.pid_source()?;
+    knockd::find_pid(src)
+        .await
+        .err()
+        .map(|e| format!("{key}: {e}; start the door's knockd (systemctl start knockd)"))
 }
 
 /// Resolves a program name as `execvp` would.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::settings::KnockdLocator;
+use crate::settings::{KnockdLocator, PidSource};
 
 /// How long `systemctl show` may take to name a unit's main pid.
 const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -48,12 +48,11 @@ impl fmt::Display for ReloadError {
     }
 }
 
-/// Finds the door's knockd pid; `Ok(None)` when the door has none to find.
-pub async fn find_pid(locator: &KnockdLocator) -> Result<Option<i32>, ReloadError> {
-    let pid = match locator {
-        KnockdLocator::Pidfile(path) => read_pidfile(path)?,
-        KnockdLocator::SystemdUnit(unit) => systemd_main_pid(unit).await?,
-        KnockdLocator::Command(_) | KnockdLocator::Unmanaged => return Ok(None),
+/// Finds the door's knockd pid, checked to be knockd's.
+pub async fn find_pid(source: &PidSource) -> Result<i32, ReloadError> {
+    let pid = match source {
+        PidSource::Pidfile(path) => read_pidfile(path)?,
+        PidSource::SystemdUnit(unit) => systemd_main_pid(unit).await?,
     };
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map_err(|_| ReloadError::NotRunning(format!("no process {pid}")))?;
@@ -61,7 +60,7 @@ pub async fn find_pid(locator: &KnockdLocator) -> Result<Option<i32>, ReloadErro
     if comm != "knockd" {
         return Err(ReloadError::WrongProcess { pid, comm });
     }
-    Ok(Some(pid))
+    Ok(pid)
 }
 
 fn read_pidfile(path: &Path) -> Result<i32, ReloadError> {
@@ -89,30 +88,34 @@ async fn systemd_main_pid(unit: &str) -> Result<i32, ReloadError> {
 
 /// Makes the door's knockd re-read its configuration and door file.
 /// Returning means the request went out, not that knockd has acted:
-/// the caller waits for the re-open (see `watcher`). Returns the pid
-/// signalled, when there is one.
+/// the caller waits for the re-open (see `watcher`). Returns knockd's pid
+/// when the door says where to find it.
 pub async fn reload(
     locator: &KnockdLocator,
     timeout: Duration,
 ) -> Result<Option<i32>, ReloadError> {
-    match locator {
-        KnockdLocator::Unmanaged => Ok(None),
-        KnockdLocator::Command(argv) => run_with_timeout(&argv[0], &argv[1..], timeout)
-            .await
-            .map(|_| None),
-        _ => {
-            let pid = find_pid(locator)
-                .await?
-                .ok_or_else(|| ReloadError::NotRunning("no pid".into()))?;
-            // knockd re-reads its doors inside the signal handler, freeing
-            // what the interrupted code may still be using: a SIGHUP while it
-            // finishes a knock (marking the line used, rebuilding its filter)
-            // crashed it in tests. Signal it only while it sleeps in poll().
+    // knockd re-reads its doors inside the signal handler, freeing what the
+    // interrupted code may still be using: a SIGHUP while it finishes a
+    // knock (marking the line used, rebuilding its filter) crashed it in
+    // tests. So it is reloaded only while it sleeps in poll().
+    let pid = match locator.pid_source() {
+        Some(src) => {
+            let pid = find_pid(src).await?;
             wait_until_idle(pid, timeout).await?;
+            Some(pid)
+        }
+        None => None,
+    };
+    match (locator, pid) {
+        (KnockdLocator::Command(argv, _), _) => run_with_timeout(&argv[0], &argv[1..], timeout)
+            .await
+            .map(|_| pid),
+        (KnockdLocator::Signal(_), Some(pid)) => {
             kill(Pid::from_raw(pid), Signal::SIGHUP)
                 .map_err(|errno| ReloadError::SignalFailed { pid, errno })?;
             Ok(Some(pid))
         }
+        _ => Ok(None),
     }
 }
 
@@ -205,15 +208,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("knockd.pid");
         std::fs::write(&pidfile, format!("{}\n", std::process::id())).unwrap();
-        let err = find_pid(&KnockdLocator::Pidfile(pidfile))
-            .await
-            .unwrap_err();
+        let err = find_pid(&PidSource::Pidfile(pidfile)).await.unwrap_err();
         assert!(matches!(err, ReloadError::WrongProcess { .. }), "{err}");
     }
 
     #[tokio::test]
     async fn a_missing_pidfile_means_knockd_is_not_running() {
-        let err = find_pid(&KnockdLocator::Pidfile("/nonexistent/knockd.pid".into()))
+        let err = find_pid(&PidSource::Pidfile("/nonexistent/knockd.pid".into()))
             .await
             .unwrap_err();
         assert!(matches!(err, ReloadError::NotRunning(_)), "{err}");
@@ -261,18 +262,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_reload_command_is_reported_with_its_output() {
-        let cmd = KnockdLocator::Command(vec![
-            "sh".into(),
-            "-c".into(),
-            "echo nope >&2; exit 3".into(),
-        ]);
+        let argv = vec!["sh".into(), "-c".into(), "echo nope >&2; exit 3".into()];
+        let cmd = KnockdLocator::Command(argv, None);
         let err = reload(&cmd, Duration::from_secs(5)).await.unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
     }
 
     #[tokio::test]
     async fn a_hanging_reload_command_times_out() {
-        let cmd = KnockdLocator::Command(vec!["sleep".into(), "30".into()]);
+        let cmd = KnockdLocator::Command(vec!["sleep".into(), "30".into()], None);
         let err = reload(&cmd, Duration::from_millis(100)).await.unwrap_err();
         assert!(err.to_string().contains("longer than"), "{err}");
     }

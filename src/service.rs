@@ -125,10 +125,13 @@ impl Service {
             let state = match door.down_reason() {
                 Some(why) => Err(why),
                 None if self.settings.reload == ReloadMode::None => Ok(()),
-                None => knockd::find_pid(&door.settings.knockd)
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string()),
+                None => match door.settings.knockd.pid_source() {
+                    Some(src) => knockd::find_pid(src)
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string()),
+                    None => Ok(()),
+                },
             };
             out.push((door.index(), state));
         }

@@ -139,6 +139,13 @@ fn check_names_the_key_and_the_fix_for_each_problem() {
             "same knockd as another door",
         ),
         (
+            "two command doors, one knockd",
+            "[[clients]]\nname = \"a\"\nkey_file = \"{key}\"\n[knockd]\nreload = \"command\"\n\
+             [[knockd.doors]]\nsequence_file = \"{dir}/doors/a.seq\"\npidfile = \"/run/k.pid\"\nreload_command = [\"true\"]\n\
+             [[knockd.doors]]\nsequence_file = \"{dir}/doors/b.seq\"\npidfile = \"/run/k.pid\"\nreload_command = [\"true\"]\n",
+            "same knockd as another door",
+        ),
+        (
             "bad reload mode",
             &GOOD.replace("reload = \"none\"", "reload = \"restart\""),
             "knockd.reload",

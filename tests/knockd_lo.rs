@@ -188,3 +188,62 @@ fn a_queued_request_taking_the_door_right_after_a_knock_keeps_knockd_alive() {
     lo.otp.proc.out.wait_for_nth("event=used", 41, WAIT);
     assert!(lo.knockd.proc.alive(), "knockd died");
 }
+
+#[test]
+fn a_reload_command_drives_knockd_like_the_signal_does() {
+    if !e2e() {
+        return;
+    }
+    require_root();
+    require("knockd", "knockd");
+    require("knock", "knockd");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = write_key(d, "ci", "command key");
+    let (conf, door, pidfile) = (
+        d.join("knockd.conf"),
+        d.join("door-0.seq"),
+        d.join("knockd.pid"),
+    );
+    let start = format!("/bin/sh -c 'echo %IP% >> {}'", d.join("opened").display());
+    KnockdDoor {
+        conf: &conf,
+        door_file: &door,
+        start_command: &start,
+        stop_command: None,
+        seq_timeout: 10,
+    }
+    .write();
+    let knockd = Knockd::start(&conf, "lo", &pidfile, &[]);
+    // The command as an operator's sudo line would run it, here without sudo;
+    // the pidfile lets knock-otp wait for knockd to finish its reload.
+    let config = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[[clients]]\nname = \"ci\"\nkey_file = \"{key}\"\nscheme = \"hmac-sha256\"\n\
+         [sequence]\nport_min = 29000\nport_max = 29999\n[limits]\nissues_per_minute = 0\n[knockd]\nreload = \"command\"\n\
+         [[knockd.doors]]\nsequence_file = \"{door}\"\npidfile = \"{pid}\"\n\
+         reload_command = [\"/bin/sh\", \"-c\", \"kill -HUP $(cat {pid})\"]\n",
+        key = key.display(),
+        door = door.display(),
+        pid = pidfile.display()
+    );
+    let config_path = d.join("config.toml");
+    fs::write(&config_path, config).unwrap();
+    let otp = KnockOtp::start(&config_path, &[]);
+    for n in 1..=10 {
+        let (now, nonce) = (unix_now(), format!("cmd{n}"));
+        let code = code(&key, "127.0.0.1", now, "hmac-sha256", Some(&nonce));
+        let (status, body) = curl(
+            &otp.url(&format!("time={now}&code={code}&nonce={nonce}")),
+            &[],
+        );
+        assert_eq!(status, 200, "{body}");
+        let mut knock = Command::new("knock");
+        knock
+            .args(["127.0.0.1", "-d", "10"])
+            .args(body.split_whitespace());
+        assert!(knock.status().unwrap().success());
+        otp.proc.out.wait_for_nth("event=used", n, WAIT);
+    }
+    wait_for_file(&d.join("opened"), WAIT);
+    drop(knockd);
+}

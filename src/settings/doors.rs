@@ -16,13 +16,41 @@ pub enum ReloadMode {
     None,
 }
 
-/// Where a door's knockd process is found.
+/// Where a door's knockd pid is read.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum KnockdLocator {
+pub enum PidSource {
     Pidfile(PathBuf),
     SystemdUnit(String),
-    Command(Vec<String>),
+}
+
+/// How a door's knockd is made to re-read its door file, and where its
+/// pid is found (without a pid, knock-otp can only watch the re-open).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum KnockdLocator {
+    /// SIGHUP to the pid.
+    Signal(PidSource),
+    /// The operator's command; the pid, when given, for the idle checks.
+    Command(Vec<String>, Option<PidSource>),
+    /// `reload = "none"`: tests and the demo.
     Unmanaged,
+}
+
+impl KnockdLocator {
+    pub fn pid_source(&self) -> Option<&PidSource> {
+        match self {
+            KnockdLocator::Signal(src) | KnockdLocator::Command(_, Some(src)) => Some(src),
+            _ => None,
+        }
+    }
+
+    /// What makes two doors the same knockd: the pid source, else the command.
+    fn identity(&self) -> Option<String> {
+        match (self.pid_source(), self) {
+            (Some(src), _) => Some(format!("{src:?}")),
+            (None, KnockdLocator::Command(argv, None)) => Some(format!("{argv:?}")),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -104,7 +132,7 @@ pub(super) fn check_doors(
             Some(k) => k,
             None => continue,
         };
-        if knockd != KnockdLocator::Unmanaged && !knockds.insert(knockd.clone()) {
+        if knockd.identity().is_some_and(|id| !knockds.insert(id)) {
             p.add(key("pidfile"), "names the same knockd as another door", "one knockd process serves one door (design, fact 8): run knockd@N.service per door");
         }
         doors.push(DoorSettings {
@@ -122,29 +150,37 @@ fn locate_knockd(
     key: &dyn Fn(&str) -> String,
     p: &mut Problems,
 ) -> Option<KnockdLocator> {
+    let pid_source = match (d.pidfile.is_empty(), d.systemd_unit.is_empty()) {
+        (false, true) => Some(PidSource::Pidfile(PathBuf::from(&d.pidfile))),
+        (true, false) => Some(PidSource::SystemdUnit(d.systemd_unit.clone())),
+        (true, true) => None,
+        (false, false) => {
+            p.add(
+                key("pidfile"),
+                "both pidfile and systemd_unit are set",
+                "keep one of them",
+            );
+            return None;
+        }
+    };
     match reload? {
         ReloadMode::None => Some(KnockdLocator::Unmanaged),
-        ReloadMode::Command if d.reload_command.is_empty() || d.reload_command[0].is_empty() => {
-            p.add(key("reload_command"), "is empty while knockd.reload = \"command\"", "set e.g. [\"sudo\", \"-n\", \"/usr/bin/systemctl\", \"reload\", \"knockd.service\"]");
+        ReloadMode::Command if d.reload_command.first().is_none_or(String::is_empty) => {
+            p.add(
+                key("reload_command"),
+                "is empty while knockd.reload = \"command\"",
+                "set e.g. [\"sudo\", \"-n\", \"/usr/bin/systemctl\", \"reload\", \"knockd.service\"]",
+            );
             None
         }
-        ReloadMode::Command => Some(KnockdLocator::Command(d.reload_command.clone())),
-        ReloadMode::Signal => match (d.pidfile.is_empty(), d.systemd_unit.is_empty()) {
-            (false, true) => Some(KnockdLocator::Pidfile(PathBuf::from(&d.pidfile))),
-            (true, false) => Some(KnockdLocator::SystemdUnit(d.systemd_unit.clone())),
-            (true, true) => {
+        ReloadMode::Command => Some(KnockdLocator::Command(d.reload_command.clone(), pid_source)),
+        ReloadMode::Signal => match pid_source {
+            Some(src) => Some(KnockdLocator::Signal(src)),
+            None => {
                 p.add(
                     key("pidfile"),
                     "neither pidfile nor systemd_unit is set while knockd.reload = \"signal\"",
                     "set systemd_unit = \"knockd.service\" or the knockd pidfile",
-                );
-                None
-            }
-            (false, false) => {
-                p.add(
-                    key("pidfile"),
-                    "both pidfile and systemd_unit are set",
-                    "keep one of them",
                 );
                 None
             }

@@ -20,7 +20,7 @@ use crate::sequence::{MAX_KNOCKS, Proto, SequenceSpec};
 
 mod doors;
 
-pub use doors::{DoorSettings, KnockdLocator, ReloadMode};
+pub use doors::{DoorSettings, KnockdLocator, PidSource, ReloadMode};
 use doors::{check_doors, check_reload};
 
 #[derive(Debug, Clone)]
