@@ -93,7 +93,7 @@ async fn knockd_problem(door: &DoorSettings) -> Option<String> {
 }
 
 /// Resolves a program name as `execvp` would.
-fn find_program(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let executable = |p: &Path| {
         p.metadata()

@@ -4,7 +4,7 @@
 //! only command records the opening. Prints the commands to try it.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use crate::cli::DemoArgs;
@@ -35,8 +35,9 @@ pub fn run(args: &DemoArgs) -> Result<(), StartupError> {
     let key_file = dir_path.join("key");
     write_private(&key_file, &random_key()?)?;
 
-    let with_knockd =
-        !args.no_knockd && nix::unistd::geteuid().is_root() && which("knockd").is_some();
+    let with_knockd = !args.no_knockd
+        && nix::unistd::geteuid().is_root()
+        && crate::check::find_program("knockd").is_some();
     let mut raw = RawConfig::default();
     raw.http.listen = args.listen.to_string();
     raw.clients.push(RawClient {
@@ -95,13 +96,6 @@ fn write_private(path: &Path, text: &str) -> Result<(), StartupError> {
 
 fn path_text(p: &Path) -> String {
     p.to_string_lossy().into_owned()
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
 }
 
 /// Starts knockd on `lo` in the foreground and waits until it listens:

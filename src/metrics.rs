@@ -36,8 +36,7 @@ impl Metrics {
     }
 
     pub fn reject(&self, reason: Reason) {
-        let i = Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
-        self.rejections[i].fetch_add(1, Relaxed);
+        self.rejections[slot(reason)].fetch_add(1, Relaxed);
     }
 
     pub fn unavailable(&self, queue_timeout: bool) {
@@ -74,77 +73,86 @@ impl Metrics {
     }
 
     pub fn rejections(&self, reason: Reason) -> u64 {
-        let i = Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
-        self.rejections[i].load(Relaxed)
+        self.rejections[slot(reason)].load(Relaxed)
     }
 
     /// The exposition text. `busy` is the number of leased doors.
     pub fn render(&self, busy: usize, doors: &[DoorGauge]) -> String {
         let mut out = String::new();
-        let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = write!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
-            );
-        };
-        counter(
-            "knock_otp_issues_total",
-            "Sequences handed out.",
-            self.issues.load(Relaxed),
-        );
-        counter(
-            "knock_otp_sequences_used_total",
-            "Issued sequences knockd marked used.",
-            self.used.load(Relaxed),
-        );
-        counter(
-            "knock_otp_sequences_expired_total",
-            "Issued sequences withdrawn unused after ttl_secs.",
-            self.withdrawn.load(Relaxed),
-        );
-        counter(
-            "knock_otp_reload_failures_total",
-            "knockd reloads that failed or were not confirmed.",
-            self.reloads_failed.load(Relaxed),
-        );
-        let _ = write!(
-            out,
-            "# HELP knock_otp_rejections_total Requests answered with the teapot, by reason.\n# TYPE knock_otp_rejections_total counter\n"
+        let counters = [
+            (
+                "knock_otp_issues_total",
+                "Sequences handed out.",
+                &self.issues,
+            ),
+            (
+                "knock_otp_sequences_used_total",
+                "Issued sequences knockd marked used.",
+                &self.used,
+            ),
+            (
+                "knock_otp_sequences_expired_total",
+                "Issued sequences withdrawn unused after ttl_secs.",
+                &self.withdrawn,
+            ),
+            (
+                "knock_otp_reload_failures_total",
+                "knockd reloads that failed or were not confirmed.",
+                &self.reloads_failed,
+            ),
+        ];
+        for (name, help, value) in counters {
+            header(&mut out, name, "counter", help);
+            let _ = writeln!(out, "{name} {}", value.load(Relaxed));
+        }
+
+        let name = "knock_otp_rejections_total";
+        header(
+            &mut out,
+            name,
+            "counter",
+            "Requests answered with the teapot, by reason.",
         );
         for (reason, n) in Reason::ALL.iter().zip(&self.rejections) {
-            let _ = writeln!(
-                out,
-                "knock_otp_rejections_total{{reason=\"{reason}\"}} {}",
-                n.load(Relaxed)
-            );
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", n.load(Relaxed));
         }
-        let _ = write!(
-            out,
-            "# HELP knock_otp_unavailable_total Verified requests answered 503, by reason.\n# TYPE knock_otp_unavailable_total counter\n"
+
+        let name = "knock_otp_unavailable_total";
+        header(
+            &mut out,
+            name,
+            "counter",
+            "Verified requests answered 503, by reason.",
         );
-        let _ = writeln!(
-            out,
-            "knock_otp_unavailable_total{{reason=\"queue-timeout\"}} {}",
-            self.unavailable_queue.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "knock_otp_unavailable_total{{reason=\"door-failed\"}} {}",
-            self.unavailable_door.load(Relaxed)
-        );
+        for (reason, n) in [
+            ("queue-timeout", &self.unavailable_queue),
+            ("door-failed", &self.unavailable_door),
+        ] {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", n.load(Relaxed));
+        }
+
         self.render_reloads(&mut out);
-        let _ = write!(
-            out,
-            "# HELP knock_otp_doors_busy Doors holding an issued, unused sequence.\n# TYPE knock_otp_doors_busy gauge\nknock_otp_doors_busy {busy}\n"
+
+        let name = "knock_otp_doors_busy";
+        header(
+            &mut out,
+            name,
+            "gauge",
+            "Doors holding an issued, unused sequence.",
         );
-        let _ = write!(
-            out,
-            "# HELP knock_otp_knockd_up Whether the door's knockd runs and took its last reload.\n# TYPE knock_otp_knockd_up gauge\n"
+        let _ = writeln!(out, "{name} {busy}");
+
+        let name = "knock_otp_knockd_up";
+        header(
+            &mut out,
+            name,
+            "gauge",
+            "Whether the door's knockd runs and took its last reload.",
         );
         for d in doors {
             let _ = writeln!(
                 out,
-                "knock_otp_knockd_up{{door=\"{}\"}} {}",
+                "{name}{{door=\"{}\"}} {}",
                 d.index,
                 u8::from(d.knockd_up)
             );
@@ -154,10 +162,8 @@ impl Metrics {
 
     fn render_reloads(&self, out: &mut String) {
         let name = "knock_otp_reload_duration_seconds";
-        let _ = write!(
-            out,
-            "# HELP {name} Time from writing a door file to knockd re-opening it.\n# TYPE {name} histogram\n"
-        );
+        let help = "Time from asking knockd to reload a door to its confirmed reload.";
+        header(out, name, "histogram", help);
         for (bound, n) in RELOAD_BUCKETS.iter().zip(&self.reload_buckets) {
             let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", n.load(Relaxed));
         }
@@ -170,6 +176,16 @@ impl Metrics {
         );
         let _ = writeln!(out, "{name}_count {count}");
     }
+}
+
+/// The counter of a rejection reason.
+fn slot(reason: Reason) -> usize {
+    Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0)
+}
+
+/// The `# HELP` and `# TYPE` lines that open a metric.
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
 }
 
 #[cfg(test)]
