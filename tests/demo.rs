@@ -17,10 +17,7 @@ fn the_printed_commands_open_the_demo_door_and_ctrl_c_cleans_up() {
     if !e2e() {
         return;
     }
-    require_root();
-    require("knockd", "knockd");
-    require("knock", "knockd");
-    require("curl", "curl");
+    require_knockd_on_lo();
     let mut cmd = Command::new(bin());
     cmd.args(["demo", "--listen", "127.0.0.1:0"]);
     let mut demo = Proc::spawn("demo", cmd);

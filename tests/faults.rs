@@ -28,11 +28,7 @@ fn door_file_is_valid(text: &str) -> bool {
 }
 
 fn admin_addr(lo: &Lo) -> String {
-    let line = lo.otp.proc.out.wait_for_nth("event=admin-start", 1, WAIT);
-    line.split(' ')
-        .find_map(|w| w.strip_prefix("listen="))
-        .unwrap()
-        .to_owned()
+    listen_field(&lo.otp.proc.out.wait_for_nth("event=admin-start", 1, WAIT))
 }
 
 #[test]
@@ -229,18 +225,11 @@ fn sigkill_in_the_middle_of_writes_never_leaves_a_broken_door_file() {
         if round % 3 != 0 {
             // Most rounds die while issuing; every third while starting.
             let line = otp.out.wait_for_nth("event=start", 1, WAIT);
-            let addr = line
-                .split(' ')
-                .find_map(|w| w.strip_prefix("listen="))
-                .unwrap()
-                .to_owned();
+            let addr = listen_field(&line);
             let requests: Vec<_> = (0..8)
                 .map(|n| {
-                    let nonce = format!("r{round}n{n}");
-                    let now = unix_now();
-                    let code = code(&key, "127.0.0.1", now, "hmac-sha256", Some(&nonce));
-                    let url =
-                        format!("http://{addr}/generate.php?time={now}&code={code}&nonce={nonce}");
+                    let query = hmac_query(&key, &format!("r{round}n{n}"));
+                    let url = format!("http://{addr}/generate.php?{query}");
                     Command::new("curl")
                         .args(["-s", "-o", "/dev/null", &url])
                         .spawn()
@@ -403,10 +392,7 @@ fn a_door_whose_knockd_is_gone_is_skipped_logged_once_and_others_keep_working() 
     if !e2e() {
         return;
     }
-    require_root();
-    require("knockd", "knockd");
-    require("knock", "knockd");
-    require("curl", "curl");
+    require_knockd_on_lo();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let key = write_key(d, "ci", "two doors");
@@ -447,19 +433,9 @@ fn a_door_whose_knockd_is_gone_is_skipped_logged_once_and_others_keep_working() 
 
     knockds[1].proc.stop(Signal::SIGKILL);
     for n in 1..=6 {
-        let nonce = format!("skip{n}");
-        let now = unix_now();
-        let code = code(&key, "127.0.0.1", now, "hmac-sha256", Some(&nonce));
-        let (status, body) = curl(
-            &otp.url(&format!("time={now}&code={code}&nonce={nonce}")),
-            &[],
-        );
+        let (status, body) = curl(&otp.url(&hmac_query(&key, &format!("skip{n}"))), &[]);
         assert_eq!(status, 200, "request {n}: {body}");
-        let mut knock = Command::new("knock");
-        knock
-            .args(["127.0.0.1", "-d", "10"])
-            .args(body.split_whitespace());
-        assert!(knock.status().unwrap().success());
+        knock_lo(&body);
         let used = otp.proc.out.wait_for_nth("event=used", n, WAIT);
         assert!(used.contains("door=0"), "{used}");
     }

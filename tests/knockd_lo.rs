@@ -162,29 +162,19 @@ fn a_queued_request_taking_the_door_right_after_a_knock_keeps_knockd_alive() {
     // direct reproduction; here the door file's fsync usually covers that
     // window, and knock-otp also waits for knockd to be idle first.
     let mut lo = Lo::start(35000);
-    let url_for = |n: usize| {
-        let (now, nonce) = (unix_now(), format!("q{n}"));
-        let code = code(
-            &lo.hmac_key_file,
-            "127.0.0.1",
-            now,
-            "hmac-sha256",
-            Some(&nonce),
-        );
-        lo.otp.url(&format!("time={now}&code={code}&nonce={nonce}"))
-    };
+    let url_for = |n: usize| lo.otp.url(&hmac_query(&lo.hmac_key_file, &format!("q{n}")));
     let fetch = |url: String| std::thread::spawn(move || curl(&url, &[]));
     let mut pending = fetch(url_for(0));
     for n in 1..=40 {
         let (status, body) = pending.join().unwrap();
         assert_eq!(status, 200, "request {n}: {body}");
         pending = fetch(url_for(n));
-        lo.knock(&body);
+        knock_lo(&body);
         lo.otp.proc.out.wait_for_nth("event=used", n, WAIT);
     }
     let (status, body) = pending.join().unwrap();
     assert_eq!(status, 200, "{body}");
-    lo.knock(&body);
+    knock_lo(&body);
     lo.otp.proc.out.wait_for_nth("event=used", 41, WAIT);
     assert!(lo.knockd.proc.alive(), "knockd died");
 }
@@ -194,9 +184,7 @@ fn a_reload_command_drives_knockd_like_the_signal_does() {
     if !e2e() {
         return;
     }
-    require_root();
-    require("knockd", "knockd");
-    require("knock", "knockd");
+    require_knockd_on_lo();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let key = write_key(d, "ci", "command key");
@@ -230,18 +218,9 @@ fn a_reload_command_drives_knockd_like_the_signal_does() {
     fs::write(&config_path, config).unwrap();
     let otp = KnockOtp::start(&config_path, &[]);
     for n in 1..=10 {
-        let (now, nonce) = (unix_now(), format!("cmd{n}"));
-        let code = code(&key, "127.0.0.1", now, "hmac-sha256", Some(&nonce));
-        let (status, body) = curl(
-            &otp.url(&format!("time={now}&code={code}&nonce={nonce}")),
-            &[],
-        );
+        let (status, body) = curl(&otp.url(&hmac_query(&key, &format!("cmd{n}"))), &[]);
         assert_eq!(status, 200, "{body}");
-        let mut knock = Command::new("knock");
-        knock
-            .args(["127.0.0.1", "-d", "10"])
-            .args(body.split_whitespace());
-        assert!(knock.status().unwrap().success());
+        knock_lo(&body);
         otp.proc.out.wait_for_nth("event=used", n, WAIT);
     }
     wait_for_file(&d.join("opened"), WAIT);

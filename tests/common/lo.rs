@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use super::*;
@@ -36,10 +35,7 @@ impl Lo {
     }
 
     pub fn start_with(port_min: u16, options: LoOptions) -> Lo {
-        require_root();
-        require("knockd", "knockd");
-        require("knock", "knockd");
-        require("curl", "curl");
+        require_knockd_on_lo();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let door_dir = options.door_dir.unwrap_or(d).to_path_buf();
@@ -91,36 +87,14 @@ impl Lo {
 
     /// Asks for a sequence as the hmac client with `nonce`; (status, body).
     pub fn fetch(&self, nonce: &str) -> (u16, String) {
-        let now = unix_now();
-        let code = code(
-            &self.hmac_key_file,
-            "127.0.0.1",
-            now,
-            "hmac-sha256",
-            Some(nonce),
-        );
-        curl(
-            &self
-                .otp
-                .url(&format!("time={now}&code={code}&nonce={nonce}")),
-            &[],
-        )
-    }
-
-    /// Knocks `body` (a legacy answer) on 127.0.0.1.
-    pub fn knock(&self, body: &str) {
-        let mut knock = Command::new("knock");
-        knock
-            .args(["127.0.0.1", "-d", "10"])
-            .args(body.split_whitespace());
-        assert!(knock.status().unwrap().success());
+        curl(&self.otp.url(&hmac_query(&self.hmac_key_file, nonce)), &[])
     }
 
     /// One full cycle: fetch, knock, and wait for knock-otp's `n`th use.
     pub fn cycle(&self, n: usize) -> String {
         let (status, body) = self.fetch(&format!("cycle-{n}"));
         assert_eq!(status, 200, "cycle {n}: {body}");
-        self.knock(&body);
+        knock_lo(&body);
         self.otp.proc.out.wait_for_nth("event=used", n, WAIT);
         body
     }

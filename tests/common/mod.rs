@@ -46,6 +46,14 @@ pub fn require_root() {
     );
 }
 
+/// Root, knockd, knock and curl: what every test with a knockd on `lo` needs.
+pub fn require_knockd_on_lo() {
+    require_root();
+    require("knockd", "knockd");
+    require("knock", "knockd");
+    require("curl", "curl");
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_knock-otp")
 }
@@ -89,6 +97,30 @@ pub fn code(key_file: &Path, ip: &str, time: u64, scheme: &str, nonce: Option<&s
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The query of an hmac-sha256 client at 127.0.0.1 with `nonce`, timed now.
+pub fn hmac_query(key_file: &Path, nonce: &str) -> String {
+    let now = unix_now();
+    let code = code(key_file, "127.0.0.1", now, "hmac-sha256", Some(nonce));
+    format!("time={now}&code={code}&nonce={nonce}")
+}
+
+/// Knocks a legacy answer (` P:proto …`) on 127.0.0.1, 10 ms apart.
+pub fn knock_lo(body: &str) {
+    let mut knock = Command::new("knock");
+    knock
+        .args(["127.0.0.1", "-d", "10"])
+        .args(body.split_whitespace());
+    assert!(knock.status().unwrap().success());
+}
+
+/// The address in a log line's `listen=` field.
+pub fn listen_field(line: &str) -> String {
+    line.split(' ')
+        .find_map(|w| w.strip_prefix("listen="))
+        .unwrap()
+        .to_owned()
 }
 
 /// Lines a child process printed, shared with the reader thread, so a
@@ -230,12 +262,10 @@ impl KnockOtp {
         let line = proc
             .out
             .wait_for_nth("event=start", 1, Duration::from_secs(20));
-        let addr = line
-            .split(' ')
-            .find_map(|w| w.strip_prefix("listen="))
-            .unwrap()
-            .to_owned();
-        KnockOtp { proc, addr }
+        KnockOtp {
+            addr: listen_field(&line),
+            proc,
+        }
     }
 
     pub fn url(&self, query: &str) -> String {
