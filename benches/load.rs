@@ -323,7 +323,8 @@ fn fake_knockd(dir: PathBuf, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
 fn issue_without_knockd(dir: &Path, wrk_bin: &Path) -> Figures {
     let (door_dir, door_block) = doors(dir, 16);
     let body = format!(
-        "[auth]\nmax_age_secs = 3600\nreplay_protection = false\n[limits]\nissues_per_minute = 0\n[knockd]\nreload = \"none\"\n{door_block}"
+        "[auth]\nmax_age_secs = 3600\nreplay_protection = false\n[limits]\nissues_per_minute = 0\n\
+            [knockd]\nreload = \"none\"\n{door_block}"
     );
     let server = Server::start(dir, "issue", &body);
     let idle = server.rss_kib("VmRSS:");
@@ -383,7 +384,11 @@ fn issue_with_knockd(dir: &Path, door_dir: &Path) -> Figures {
     let conf = dir.join("knockd.conf");
     fs::write(
         &conf,
-        format!("[options]\n  LogFile = /dev/null\n[door]\n  one_time_sequences = {}\n  seq_timeout = 5\n  tcpflags = syn\n  start_command = /bin/true\n", door.display()),
+        format!(
+            "[options]\n  LogFile = /dev/null\n[door]\n  one_time_sequences = {}\n  \
+            seq_timeout = 5\n  tcpflags = syn\n  start_command = /bin/true\n",
+            door.display()
+        ),
     )
     .unwrap();
     let mut knockd = Command::new("knockd")
@@ -405,7 +410,8 @@ fn issue_with_knockd(dir: &Path, door_dir: &Path) -> Figures {
     let pidfile = dir.join("knockd.pid");
     fs::write(&pidfile, knockd.id().to_string()).unwrap();
     let body = format!(
-        "[sequence]\nport_min = 40000\nport_max = 41000\n[limits]\nissues_per_minute = 0\n[knockd]\nreload = \"signal\"\n\
+        "[sequence]\nport_min = 40000\nport_max = 41000\n[limits]\nissues_per_minute = 0\n\
+            [knockd]\nreload = \"signal\"\n\
          [[knockd.doors]]\nsequence_file = \"{}\"\npidfile = \"{}\"\n",
         door.display(),
         pidfile.display()

@@ -51,7 +51,8 @@ pub fn server(service: &Arc<Service>) -> Result<Option<Server>, StartupError> {
     };
     if !listen.ip().is_loopback() {
         log::warn!(
-            "event=admin-exposed listen={listen} note=\"/metrics and /healthz are reachable beyond this host\""
+            "event=admin-exposed listen={listen} note=\"/metrics and /healthz are reachable beyond \
+                this host\""
         );
     }
     let routes = configure(service.clone());
@@ -85,14 +86,16 @@ pub fn reload_on_sighup(service: Arc<Service>, config: PathBuf) -> Result<(), St
                 Ok(Ok(new)) => {
                     service.reload_clients(&new);
                     log::info!(
-                        "event=config-reloaded clients={} note=\"clients, keys and [auth] re-read; other sections need a restart\"",
+                        "event=config-reloaded clients={} note=\"clients, keys and [auth] re-read; \
+                            other sections need a restart\"",
                         new.clients.len()
                     );
                 }
                 Ok(Err(e)) => {
                     let text = e.to_string().replace('\n', " | ");
                     log::error!(
-                        "event=config-reload-failed error=\"{text}\" note=\"the running configuration stays in force\""
+                        "event=config-reload-failed error=\"{text}\" note=\"the running \
+                            configuration stays in force\""
                     );
                 }
                 Err(e) => log::error!("event=config-reload-failed error=\"{e}\""),

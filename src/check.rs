@@ -61,13 +61,15 @@ fn door_file_problem(door: &DoorSettings) -> Option<String> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     if let Err(e) = tempfile::tempfile_in(dir) {
         return Some(format!(
-            "{key}: cannot create files in {}: {e}; make the directory writable by the user knock-otp runs as",
+            "{key}: cannot create files in {}: {e}; make the directory writable by the user \
+                knock-otp runs as",
             dir.display()
         ));
     }
     match door_file::others_have_access(path) {
         Ok(true) => Some(format!(
-            "{key}: {} is open to others; run chmod o= {} (knock-otp rewrites it with the right mode at start)",
+            "{key}: {} is open to others; run chmod o= {} (knock-otp rewrites it with the right \
+                mode at start)",
             path.display(),
             path.display()
         )),

@@ -104,7 +104,8 @@ fn start_knockd(dir: &Path, door_file: &Path, pidfile: &Path) -> Result<DemoKnoc
     let conf = dir.join("knockd.conf");
     let openings = dir.join("openings.log");
     let text = format!(
-        "[options]\n  LogFile = {log}\n[demo]\n  one_time_sequences = {door}\n  seq_timeout = 10\n  tcpflags = syn\n  \
+        "[options]\n  LogFile = {log}\n[demo]\n  one_time_sequences = {door}\n  seq_timeout = 10\n \
+             tcpflags = syn\n  \
          start_command = /bin/sh -c 'echo \"%IP% opened the door\" >> {open}'\n",
         log = dir.join("knockd.log").display(),
         door = door_file.display(),

@@ -145,7 +145,8 @@ impl Limits {
                 l.retain_recent();
                 if l.len() > MAX_TRACKED {
                     log::warn!(
-                        "event=budget-reset tracked={} note=\"more client addresses than limits can track\"",
+                        "event=budget-reset tracked={} note=\"more client addresses than limits \
+                            can track\"",
                         l.len()
                     );
                     *l = RateLimiter::keyed(*quota);

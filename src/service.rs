@@ -224,7 +224,8 @@ impl Service {
             match self.issue_on(&door, who, addr).await {
                 Ok((sequence, used, reload_time)) => {
                     log::info!(
-                        "event=issue client={} addr={addr} door={} knocks={} reload_ms={:.1} waited_ms={:.0}",
+                        "event=issue client={} addr={addr} door={} knocks={} reload_ms={:.1} \
+                            waited_ms={:.0}",
                         who.name,
                         door.index(),
                         sequence.knocks().len(),
@@ -289,7 +290,8 @@ impl Service {
             changed = used.changed() => {
                 if changed.is_ok() {
                     self.metrics.used();
-                    log::info!("event=used door={} client={client} after_ms={:.0}", door.index(), ms(issued.elapsed()));
+                    log::info!("event=used door={} client={client} \
+                        after_ms={:.0}", door.index(), ms(issued.elapsed()));
                 }
             }
             () = tokio::time::sleep(ttl) => {
@@ -299,9 +301,11 @@ impl Service {
                 };
                 if withdrawn {
                     self.metrics.withdrawn();
-                    log::info!("event=withdrawn door={} client={client} after_s={}", door.index(), ttl.as_secs());
+                    log::info!("event=withdrawn door={} client={client} \
+                        after_s={}", door.index(), ttl.as_secs());
                 } else {
-                    log::error!("event=withdraw-failed door={} client={client} note=\"the sequence may stay valid until the next issue on this door\"", door.index());
+                    log::error!("event=withdraw-failed door={} client={client} note=\"the sequence \
+                        may stay valid until the next issue on this door\"", door.index());
                 }
             }
         }
@@ -319,7 +323,8 @@ impl Service {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 log::error!(
-                    "event=door-write-failed door={} path={} error=\"{e}\" fix=\"check space and permissions of the directory\"",
+                    "event=door-write-failed door={} path={} error=\"{e}\" fix=\"check space and \
+                        permissions of the directory\"",
                     door.index(),
                     door.settings.sequence_file.display()
                 );
@@ -360,7 +365,8 @@ impl Service {
             Ok(Ok(()))
         ) {
             door.mark_down(&format!(
-                "knockd did not re-open {} within {} ms; check that it runs with this door file and can read it",
+                "knockd did not re-open {} within {} ms; check that it runs with this door file \
+                    and can read it",
                 door.settings.sequence_file.display(),
                 timeout.as_millis()
             ));

@@ -105,22 +105,26 @@ fn check_names_the_key_and_the_fix_for_each_problem() {
         ),
         (
             "unknown scheme",
-            "[[clients]]\nname = \"a\"\nkey_file = \"{key}\"\nscheme = \"sha1\"\n[knockd]\nreload = \"none\"\n[[knockd.doors]]\nsequence_file = \"{door}\"\n",
+            "[[clients]]\nname = \"a\"\nkey_file = \"{key}\"\nscheme = \"sha1\"\n\
+             [knockd]\nreload = \"none\"\n[[knockd.doors]]\nsequence_file = \"{door}\"\n",
             "clients[0].scheme",
         ),
         (
             "missing key file",
-            "[[clients]]\nname = \"a\"\nkey_file = \"{dir}/nope\"\n[knockd]\nreload = \"none\"\n[[knockd.doors]]\nsequence_file = \"{door}\"\n",
+            "[[clients]]\nname = \"a\"\nkey_file = \"{dir}/nope\"\n[knockd]\nreload = \"none\"\n\
+                [[knockd.doors]]\nsequence_file = \"{door}\"\n",
             "clients[0].key_file",
         ),
         (
             "door directory missing",
-            "[[clients]]\nname = \"a\"\nkey_file = \"{key}\"\n[knockd]\nreload = \"none\"\n[[knockd.doors]]\nsequence_file = \"{dir}/none/door.seq\"\n",
+            "[[clients]]\nname = \"a\"\nkey_file = \"{key}\"\n[knockd]\nreload = \"none\"\n\
+                [[knockd.doors]]\nsequence_file = \"{dir}/none/door.seq\"\n",
             "install -d",
         ),
         (
             "door under a web root",
-            "[[clients]]\nname = \"a\"\nkey_file = \"{key}\"\n[knockd]\nreload = \"none\"\n[[knockd.doors]]\nsequence_file = \"/var/www/html/seq.txt\"\n",
+            "[[clients]]\nname = \"a\"\nkey_file = \"{key}\"\n[knockd]\nreload = \"none\"\n\
+                [[knockd.doors]]\nsequence_file = \"/var/www/html/seq.txt\"\n",
             "under a web root",
         ),
         (
@@ -130,19 +134,26 @@ fn check_names_the_key_and_the_fix_for_each_problem() {
         ),
         (
             "signal without pidfile",
-            "[[clients]]\nname = \"a\"\nkey_file = \"{key}\"\n[[knockd.doors]]\nsequence_file = \"{door}\"\n",
+            "[[clients]]\nname = \"a\"\nkey_file = \"{key}\"\n\
+             [[knockd.doors]]\nsequence_file = \"{door}\"\n",
             "neither pidfile nor systemd_unit",
         ),
         (
             "two doors, one knockd",
-            "[[clients]]\nname = \"a\"\nkey_file = \"{key}\"\n[[knockd.doors]]\nsequence_file = \"{dir}/doors/a.seq\"\npidfile = \"/run/knockd.pid\"\n[[knockd.doors]]\nsequence_file = \"{dir}/doors/b.seq\"\npidfile = \"/run/knockd.pid\"\n",
+            "[[clients]]\nname = \"a\"\nkey_file = \"{key}\"\n\
+             [[knockd.doors]]\nsequence_file = \"{dir}/doors/a.seq\"\n\
+             pidfile = \"/run/knockd.pid\"\n\
+             [[knockd.doors]]\nsequence_file = \"{dir}/doors/b.seq\"\n\
+             pidfile = \"/run/knockd.pid\"\n",
             "same knockd as another door",
         ),
         (
             "two command doors, one knockd",
             "[[clients]]\nname = \"a\"\nkey_file = \"{key}\"\n[knockd]\nreload = \"command\"\n\
-             [[knockd.doors]]\nsequence_file = \"{dir}/doors/a.seq\"\npidfile = \"/run/k.pid\"\nreload_command = [\"true\"]\n\
-             [[knockd.doors]]\nsequence_file = \"{dir}/doors/b.seq\"\npidfile = \"/run/k.pid\"\nreload_command = [\"true\"]\n",
+             [[knockd.doors]]\nsequence_file = \"{dir}/doors/a.seq\"\npidfile = \"/run/k.pid\"\n\
+                 reload_command = [\"true\"]\n\
+             [[knockd.doors]]\nsequence_file = \"{dir}/doors/b.seq\"\npidfile = \"/run/k.pid\"\n\
+                 reload_command = [\"true\"]\n",
             "same knockd as another door",
         ),
         (

@@ -204,8 +204,10 @@ fn sigkill_in_the_middle_of_writes_never_leaves_a_broken_door_file() {
     let d = dir.path();
     let key = write_key(d, "ci", "kill-test");
     let mut config = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[[clients]]\nname = \"ci\"\nkey_file = \"{}\"\nscheme = \"hmac-sha256\"\n\
-         [sequence]\nttl_secs = 1\n[limits]\nissues_per_minute = 0\nrejects_per_minute = 0\n[knockd]\nreload = \"none\"\n",
+        "[http]\nlisten = \"127.0.0.1:0\"\n\
+         [[clients]]\nname = \"ci\"\nkey_file = \"{}\"\nscheme = \"hmac-sha256\"\n\
+         [sequence]\nttl_secs = 1\n[limits]\nissues_per_minute = 0\nrejects_per_minute = 0\n\
+         [knockd]\nreload = \"none\"\n",
         key.display()
     );
     let doors: Vec<PathBuf> = (0..8).map(|n| d.join(format!("door-{n}.seq"))).collect();
@@ -277,7 +279,8 @@ fn one_door(d: &Path, key: &Path, extra: &str) -> PathBuf {
     let config = d.join("config.toml");
     let text = format!(
         "[http]\nlisten = \"127.0.0.1:0\"\n[[clients]]\nname = \"laptop\"\nkey_file = \"{}\"\n\
-         [sequence]\nttl_secs = 600\n[knockd]\nreload = \"none\"\n[[knockd.doors]]\nsequence_file = \"{}\"\n{extra}",
+         [sequence]\nttl_secs = 600\n[knockd]\nreload = \"none\"\n[[knockd.doors]]\nsequence_file \
+             = \"{}\"\n{extra}",
         key.display(),
         d.join("door-0.seq").display()
     );
@@ -397,8 +400,10 @@ fn a_door_whose_knockd_is_gone_is_skipped_logged_once_and_others_keep_working() 
     let d = dir.path();
     let key = write_key(d, "ci", "two doors");
     let mut config = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[[clients]]\nname = \"ci\"\nkey_file = \"{}\"\nscheme = \"hmac-sha256\"\n\
-         [sequence]\nport_min = 39000\nport_max = 39999\n[limits]\nissues_per_minute = 0\n[knockd]\nreload = \"signal\"\n",
+        "[http]\nlisten = \"127.0.0.1:0\"\n\
+         [[clients]]\nname = \"ci\"\nkey_file = \"{}\"\nscheme = \"hmac-sha256\"\n\
+         [sequence]\nport_min = 39000\nport_max = 39999\n[limits]\nissues_per_minute = 0\n\
+         [knockd]\nreload = \"signal\"\n",
         key.display()
     );
     let mut knockds = Vec::new();

@@ -16,7 +16,8 @@ use common::*;
 /// curl and passed straight to knock.
 fn legacy_knock(lo: &Lo) -> std::process::Output {
     let script = format!(
-        r#"KEY=$(cat {key}); T=$(date +%s); C=$(printf '%s' "127.0.0.1$KEY$T" | md5sum | cut -d' ' -f1)
+        r#"KEY=$(cat {key}); T=$(date +%s)
+C=$(printf '%s' "127.0.0.1$KEY$T" | md5sum | cut -d' ' -f1)
 knock 127.0.0.1 -d 100 $(curl -sS "http://{addr}/generate.php?time=$T&code=$C")"#,
         key = lo.key_file.display(),
         addr = lo.otp.addr
@@ -206,8 +207,10 @@ fn a_reload_command_drives_knockd_like_the_signal_does() {
     // The command as an operator's sudo line would run it, here without sudo;
     // the pidfile lets knock-otp wait for knockd to finish its reload.
     let config = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[[clients]]\nname = \"ci\"\nkey_file = \"{key}\"\nscheme = \"hmac-sha256\"\n\
-         [sequence]\nport_min = 29000\nport_max = 29999\n[limits]\nissues_per_minute = 0\n[knockd]\nreload = \"command\"\n\
+        "[http]\nlisten = \"127.0.0.1:0\"\n\
+         [[clients]]\nname = \"ci\"\nkey_file = \"{key}\"\nscheme = \"hmac-sha256\"\n\
+         [sequence]\nport_min = 29000\nport_max = 29999\n[limits]\nissues_per_minute = 0\n\
+         [knockd]\nreload = \"command\"\n\
          [[knockd.doors]]\nsequence_file = \"{door}\"\npidfile = \"{pid}\"\n\
          reload_command = [\"/bin/sh\", \"-c\", \"kill -HUP $(cat {pid})\"]\n",
         key = key.display(),

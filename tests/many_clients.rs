@@ -65,7 +65,8 @@ fn fetch_sequence(site: &Site, i: usize) -> String {
 /// The legacy line without its final nc: code, curl, knock.
 fn legacy_knock(site: &Site, i: usize) {
     let script = format!(
-        r#"T=$(date +%s); C=$(printf "%s" "{ip}$(cat {key})$T" | md5sum | cut -d" " -f1); knock {server} -d 100 $(curl -sS "http://{server}:{port}/generate.php?time=$T&code=$C")"#,
+        r#"T=$(date +%s); C=$(printf "%s" "{ip}$(cat {key})$T" | md5sum | cut -d" " -f1)
+knock {server} -d 100 $(curl -sS "http://{server}:{port}/generate.php?time=$T&code=$C")"#,
         ip = site.lan.client_ip(i),
         key = site.keys[i].display(),
         server = site.server_ip(),
@@ -257,7 +258,15 @@ fn the_client_helper_gets_in_with_both_schemes() {
 /// and how long the knocks took, printed to ssh's stderr.
 fn timed_proxy(site: &Site, i: usize) -> String {
     format!(
-        r#"bash -c 'T=$(date +%%s); C=$(printf "%%s" "{ip}$(cat {key})$T" | md5sum | cut -d" " -f1); S=$(date +%%s%%N); R=$(curl -sS "http://%h:{port}/generate.php?time=$T&code=$C"); A=$(date +%%s%%N); knock %h -d 100 $R; K=$(date +%%s%%N); echo "answer_ms=$(( (A-S)/1000000 )) knock_ms=$(( (K-A)/1000000 ))" >&2; sleep 0.5; nc %h %p'"#,
+        // One line: it becomes an ssh ProxyCommand.
+        concat!(
+            r#"bash -c 'T=$(date +%%s); "#,
+            r#"C=$(printf "%%s" "{ip}$(cat {key})$T" | md5sum | cut -d" " -f1); "#,
+            r#"S=$(date +%%s%%N); R=$(curl -sS "http://%h:{port}/generate.php?time=$T&code=$C"); "#,
+            r#"A=$(date +%%s%%N); knock %h -d 100 $R; K=$(date +%%s%%N); "#,
+            r#"echo "answer_ms=$(( (A-S)/1000000 )) knock_ms=$(( (K-A)/1000000 ))" >&2; "#,
+            r#"sleep 0.5; nc %h %p'"#,
+        ),
         ip = site.lan.client_ip(i),
         key = site.keys[i].display(),
         port = HTTP_PORT,
@@ -274,7 +283,8 @@ fn spread(mut ms: Vec<u64>) -> String {
 }
 
 #[test]
-#[ignore = "benchmark: KNOCK_OTP_E2E=1 cargo test --release --test many_clients -- --ignored --nocapture bench_"]
+#[ignore = "benchmark: KNOCK_OTP_E2E=1 cargo test --release --test many_clients \
+            -- --ignored --nocapture bench_"]
 fn bench_sixteen_clients_with_1_4_16_doors() {
     if !common::e2e() {
         return;

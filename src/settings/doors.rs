@@ -89,7 +89,8 @@ pub(super) fn check_doors(
         p.add(
             "knockd.doors",
             "no door is configured",
-            "add [[knockd.doors]] with sequence_file = \"/run/knock-otp/door-0.seq\" and the knockd's pidfile or systemd_unit",
+            "add [[knockd.doors]] with sequence_file = \"/run/knock-otp/door-0.seq\" and the \
+                knockd's pidfile or systemd_unit",
         );
     }
     let mut files = HashSet::new();
@@ -133,7 +134,12 @@ pub(super) fn check_doors(
             None => continue,
         };
         if knockd.identity().is_some_and(|id| !knockds.insert(id)) {
-            p.add(key("pidfile"), "names the same knockd as another door", "one knockd process serves one door (design, fact 8): run knockd@N.service per door");
+            p.add(
+                key("pidfile"),
+                "names the same knockd as another door",
+                "one knockd process serves one door (design, fact 8): \
+                 run knockd@N.service per door",
+            );
         }
         doors.push(DoorSettings {
             index: i,
@@ -169,7 +175,8 @@ fn locate_knockd(
             p.add(
                 key("reload_command"),
                 "is empty while knockd.reload = \"command\"",
-                "set e.g. [\"sudo\", \"-n\", \"/usr/bin/systemctl\", \"reload\", \"knockd.service\"]",
+                "set e.g. [\"sudo\", \"-n\", \"/usr/bin/systemctl\", \"reload\", \
+                    \"knockd.service\"]",
             );
             None
         }

@@ -291,7 +291,8 @@ pub struct KnockdDoor<'a> {
 impl KnockdDoor<'_> {
     pub fn write(&self) {
         let mut text = format!(
-            "[options]\n  LogFile = /dev/null\n[door]\n  one_time_sequences = {}\n  seq_timeout = {}\n  tcpflags = syn\n  start_command = {}\n",
+            "[options]\n  LogFile = /dev/null\n[door]\n  one_time_sequences = {}\n  seq_timeout = \
+                {}\n  tcpflags = syn\n  start_command = {}\n",
             self.door_file.display(),
             self.seq_timeout,
             self.start_command

@@ -173,7 +173,14 @@ impl Site {
     /// %h and %p; %% is a literal %), with plain HTTP on port 8080.
     pub fn legacy_proxy(&self, i: usize) -> String {
         format!(
-            r#"bash -c 'T=$(date +%%s); C=$(printf "%%s" "{ip}$(cat {key})$T" | md5sum | cut -d" " -f1); knock %h -d 100 $(curl -sS "http://%h:{HTTP_PORT}/generate.php?time=$T&code=$C"); sleep 0.5; nc %h %p'"#,
+            // One line: it becomes an ssh ProxyCommand, the legacy shape.
+            concat!(
+                r#"bash -c 'T=$(date +%%s); "#,
+                r#"C=$(printf "%%s" "{ip}$(cat {key})$T" | md5sum | cut -d" " -f1); "#,
+                r#"knock %h -d 100 $(curl -sS "http://%h:{port}/generate.php?time=$T&code=$C"); "#,
+                r#"sleep 0.5; nc %h %p'"#,
+            ),
+            port = HTTP_PORT,
             ip = self.lan.client_ip(i),
             key = self.keys[i].display(),
         )

@@ -23,19 +23,23 @@ const REJECT_LINES: &[(&str, &str)] = &[
         "2001:db8::1",
     ),
     (
-        "2026-12-03T14:00:03.123Z WARN  event=reject addr=2001:db8:0:1::17 reason=over-budget client=ci",
+        "2026-12-03T14:00:03.123Z WARN  event=reject addr=2001:db8:0:1::17 reason=over-budget \
+            client=ci",
         "2001:db8:0:1::17",
     ),
     // As the journal backend hands it over: host and unit prefix.
     (
-        "web1 knock-otp[812]: 2026-12-03T14:00:04.123Z WARN  event=reject addr=192.0.2.9 reason=bad-nonce",
+        "web1 knock-otp[812]: 2026-12-03T14:00:04.123Z WARN  event=reject addr=192.0.2.9 \
+            reason=bad-nonce",
         "192.0.2.9",
     ),
 ];
 
 const OTHER_LINES: &[&str] = &[
-    "2026-12-03T14:00:05.123Z INFO  event=issue client=laptop addr=1.2.3.4 door=0 knocks=5 reload_ms=1.3",
-    "web1 knock-otp[812]: 2026-12-03T14:00:06.123Z INFO  event=issue client=laptop addr=2001:db8::2 door=1 knocks=5 reload_ms=0.9",
+    "2026-12-03T14:00:05.123Z INFO  event=issue client=laptop addr=1.2.3.4 door=0 knocks=5 \
+        reload_ms=1.3",
+    "web1 knock-otp[812]: 2026-12-03T14:00:06.123Z INFO  event=issue client=laptop \
+        addr=2001:db8::2 door=1 knocks=5 reload_ms=0.9",
     "2026-12-03T14:00:07.123Z INFO  event=start listen=127.0.0.1:8080 doors=1 reload=signal",
 ];
 

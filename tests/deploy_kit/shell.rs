@@ -188,7 +188,8 @@ fn client_helper_explains_a_refused_code_and_a_busy_server() {
     for (status, message) in [
         (
             418,
-            "knock-otp: server refused the code (418): check the key, the scheme, the clock and the address",
+            "knock-otp: server refused the code (418): check the key, the scheme, the clock and \
+                the address",
         ),
         (503, "knockd on the server is busy or unavailable (503)"),
     ] {
